@@ -1,0 +1,255 @@
+import { Readable } from 'node:stream'
+import multipart from '@fastify/multipart'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { z } from 'zod'
+import { parseRange, rangeLength, type ByteRange } from '../src/byte-range.js'
+import { parseContentRange } from '../src/content-range.js'
+import { ifMatchPasses, ifNoneMatchPasses, ifRangePasses } from '../src/entity-tag.js'
+import { makeBoundary, planMultipartByteranges } from '../src/multipart-byteranges.js'
+import { preferredWaitSeconds } from '../src/prefer.js'
+import { problems } from '../src/problem.js'
+import { dataQuerySchema } from '../src/schemas.js'
+import type { TrackedGroup } from '../src/tracked-group.js'
+import { ReadFailedError, type Volume } from '../src/volume.js'
+import { WriteFailedError, type WriteOptions, type WriteSession } from '../src/write-session.js'
+import { parseOr400, volumeOr404 } from './lookup.js'
+
+const nameParams = z.object({ name: z.string() })
+const OCTET = 'application/octet-stream'
+/** Replies up to this size are read whole and sent as one buffer; larger ones stream. */
+const WHOLE_READ_LIMIT = 1 << 20
+const STREAM_CHUNK = 256 << 10
+/** Longest `Prefer: wait` honoured. */
+const MAX_PREFER_WAIT_SECONDS = 60
+
+function headerOf(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name]
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+/** Streams [start, end] of the volume, reading chunk by chunk as the client takes them. */
+async function* readRange(volume: Volume, range: ByteRange, group: TrackedGroup, replica: string | undefined): AsyncGenerator<Buffer> {
+  for (let at = range.start; at <= range.end; ) {
+    const length = Math.min(STREAM_CHUNK, range.end - at + 1)
+    const buffer = Buffer.allocUnsafe(length)
+    const n = await volume.readInto(buffer, at, group, replica)
+    // A replica shorter than the volume reads as zeros past its end (a sparse tail still being written behind).
+    if (n < length) buffer.fill(0, n)
+    yield buffer
+    at += length
+  }
+}
+
+async function readWhole(volume: Volume, range: ByteRange, group: TrackedGroup, replica: string | undefined): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(rangeLength(range))
+  const n = await volume.readInto(buffer, range.start, group, replica)
+  if (n < buffer.length) buffer.fill(0, n)
+  return buffer
+}
+
+function finishRead(group: TrackedGroup, error: unknown): void {
+  const failure = error ? { code: (error as ReadFailedError).error?.code ?? 'EIO', message: (error as Error).message } : null
+  for (const op of group.operations) group.finish(op, op.bytes, op.status === 'failed' ? op.error : failure)
+}
+
+/** GET and HEAD: RFC 9110 preconditions (§13.2.2 order), then ranges (§14). */
+async function serveData(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, head: boolean) {
+  const { name } = parseOr400(nameParams, request.params)
+  const volume = volumeOr404(app, name)
+  const { replica } = parseOr400(dataQuerySchema, request.query)
+  if (replica !== undefined && !volume.replica(replica)) throw problems.notFound(`volume ${name} has no replica ${replica}`)
+  const size = volume.size
+  const etag = volume.etag
+  reply.header('accept-ranges', 'bytes').header('etag', etag)
+  if (!ifMatchPasses(headerOf(request, 'if-match'), etag)) throw problems.preconditionFailed('If-Match does not match the current ETag')
+  if (!ifNoneMatchPasses(headerOf(request, 'if-none-match'), etag)) return reply.code(304).send()
+
+  const rangeHeader = ifRangePasses(headerOf(request, 'if-range'), etag) ? headerOf(request, 'range') : undefined
+  const ranges = parseRange(rangeHeader, size, { maxRanges: app.config.maxRanges })
+  if (ranges.kind === 'unsatisfiable') throw problems.rangeNotSatisfiable(size)
+
+  const group = volume.newGroup('read', ranges.kind === 'ranges' ? ranges.ranges[0].start : 0)
+  reply.header('operation-id', group.id)
+  const whole: ByteRange = { start: 0, end: size - 1 }
+  const selected = ranges.kind === 'ranges' ? ranges.ranges : size > 0 ? [whole] : []
+  group.length = selected.reduce((n, r) => n + rangeLength(r), 0)
+
+  if (ranges.kind === 'ranges' && selected.length > 1) {
+    const plan = planMultipartByteranges(selected, size, OCTET, makeBoundary())
+    reply.code(206).header('content-type', plan.contentType).header('content-length', plan.contentLength)
+    if (head) return finishAndSend(reply, group)
+    return reply.send(
+      Readable.from(
+        (async function* () {
+          try {
+            for (const part of plan.parts) {
+              yield part.head
+              yield* readRange(volume, part.range, group, replica)
+            }
+            yield plan.tail
+            finishRead(group, null)
+          } catch (err) {
+            finishRead(group, err)
+            throw err
+          }
+        })(),
+      ),
+    )
+  }
+
+  if (ranges.kind === 'ranges') reply.code(206).header('content-range', `bytes ${selected[0].start}-${selected[0].end}/${size}`)
+  reply.header('content-type', OCTET).header('content-length', group.length)
+  if (head || selected.length === 0) return finishAndSend(reply, group)
+  const range = selected[0]
+  if (rangeLength(range) <= WHOLE_READ_LIMIT) {
+    try {
+      const body = await readWhole(volume, range, group, replica)
+      finishRead(group, null)
+      return reply.send(body)
+    } catch (err) {
+      finishRead(group, err)
+      throw readProblem(err)
+    }
+  }
+  // The first chunk is read before the status goes out, so a failing replica still gets a problem reply.
+  const chunks = readRange(volume, range, group, replica)
+  let first: IteratorResult<Buffer>
+  try {
+    first = await chunks.next()
+  } catch (err) {
+    finishRead(group, err)
+    throw readProblem(err)
+  }
+  return reply.send(
+    Readable.from(
+      (async function* () {
+        try {
+          if (!first.done) yield first.value
+          yield* chunks
+          finishRead(group, null)
+        } catch (err) {
+          finishRead(group, err)
+          throw err
+        }
+      })(),
+    ),
+  )
+}
+
+function finishAndSend(reply: FastifyReply, group: TrackedGroup) {
+  finishRead(group, null)
+  return reply.send()
+}
+
+function readProblem(err: unknown) {
+  if (err instanceof ReadFailedError) return problems.readFailed(err.message.replace(/\/[^\s]*/g, '<path>'))
+  return err
+}
+
+/** Replies once the sync replicas hold the bytes: 200 when every replica is done, else 202 with where to poll. */
+async function replyWritten(request: FastifyRequest, reply: FastifyReply, volume: Volume, group: TrackedGroup) {
+  const wait = preferredWaitSeconds(request.headers['prefer'], MAX_PREFER_WAIT_SECONDS)
+  if (wait && !group.settled) {
+    const timer = new Promise<void>((resolve) => setTimeout(resolve, wait * 1000).unref())
+    await Promise.race([group.whenSettled(), timer])
+  }
+  reply.header('operation-id', group.id).header('etag', volume.etag)
+  if (wait !== undefined) reply.header('preference-applied', `wait=${wait}`)
+  if (group.settled) return reply.code(200).send(group.toJSON())
+  return reply.code(202).header('location', `/operations/${group.id}`).send(group.toJSON())
+}
+
+/** Streams a body into a write session, refusing (before writing) any chunk that would pass `limit`. */
+async function pump(session: WriteSession, body: AsyncIterable<Buffer>, limit: number | null): Promise<void> {
+  for await (const chunk of body) {
+    if (limit !== null && session.position + chunk.length > limit) {
+      throw problems.badRequest(`the body is longer than the ${limit - session.options.offset} bytes its Content-Range declares; nothing past the range was written`)
+    }
+    await session.write(chunk)
+  }
+}
+
+function abortWith(session: WriteSession, err: unknown): never {
+  session.abort({ code: 'ABORTED', message: err instanceof Error && !(err instanceof WriteFailedError) ? err.message : 'write failed' })
+  if (err instanceof WriteFailedError) {
+    throw problems.writeFailed(`no reading replica took the write: ${err.errors.map((e) => e.code).join(', ') || 'EIO'}`, err.group.id)
+  }
+  throw err
+}
+
+function writeOptions(request: FastifyRequest): WriteOptions {
+  const header = headerOf(request, 'content-range')
+  const contentLength = request.headers['content-length'] === undefined ? null : Number(request.headers['content-length'])
+  if (header === undefined) return { offset: 0, length: contentLength, resizeTo: 'end' }
+  const parsed = parseContentRange(header)
+  if (!parsed.ok) throw problems.invalidRange(parsed.reason)
+  const { first, last, completeLength } = parsed.value
+  const length = last - first + 1
+  if (contentLength !== null && contentLength !== length) {
+    throw problems.invalidRange(`Content-Length ${contentLength} does not match the ${length} bytes of Content-Range ${header}`)
+  }
+  return { offset: first, length, resizeTo: completeLength }
+}
+
+function checkPreconditions(request: FastifyRequest, volume: Volume): void {
+  if (!ifMatchPasses(headerOf(request, 'if-match'), volume.etag)) throw problems.preconditionFailed('If-Match does not match the current ETag')
+  if (!ifNoneMatchPasses(headerOf(request, 'if-none-match'), volume.etag)) throw problems.preconditionFailed('If-None-Match matches the current ETag')
+}
+
+export default async function dataRoutes(app: FastifyInstance): Promise<void> {
+  // Bodies of PUT are bytes whatever their content type: no parser may consume them.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null))
+  await app.register(multipart)
+
+  app.get('/volumes/:name/data', (request, reply) => serveData(app, request, reply, false))
+  app.head('/volumes/:name/data', (request, reply) => serveData(app, request, reply, true))
+
+  app.put('/volumes/:name/data', async (request, reply) => {
+    const { name } = parseOr400(nameParams, request.params)
+    const volume = volumeOr404(app, name)
+    parseOr400(dataQuerySchema.omit({ replica: true }), request.query)
+    const options = writeOptions(request)
+    checkPreconditions(request, volume)
+    const session = await volume.beginWrite(options)
+    const limit = options.length === null ? null : options.offset + options.length
+    try {
+      await pump(session, request.raw, limit)
+      if (limit !== null && session.position !== limit) {
+        throw problems.badRequest(`the body ended after ${session.position - options.offset} of the ${options.length} bytes declared`)
+      }
+    } catch (err) {
+      abortWith(session, err)
+    }
+    return replyWritten(request, reply, volume, await session.finish())
+  })
+
+  app.post('/volumes/:name/data', async (request, reply) => {
+    const { name } = parseOr400(nameParams, request.params)
+    const volume = volumeOr404(app, name)
+    if (!request.isMultipart()) throw problems.unsupportedMediaType('POST takes multipart/form-data: a field "offset", then one or more files')
+    checkPreconditions(request, volume)
+    let offset: number | undefined
+    let session: WriteSession | undefined
+    try {
+      for await (const part of request.parts({ limits: { fileSize: Number.MAX_SAFE_INTEGER, fields: 16, parts: 1024 } })) {
+        if (part.type === 'field') {
+          if (part.fieldname !== 'offset') continue
+          if (session) throw problems.badRequest('the offset field must come before the file parts')
+          const value = String(part.value)
+          if (!/^\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) throw problems.badRequest(`offset ${JSON.stringify(value)} is not a non-negative integer`)
+          offset = Number(value)
+          continue
+        }
+        if (offset === undefined) throw problems.badRequest('the offset field must come before the file parts')
+        session ??= await volume.beginWrite({ offset, length: null, resizeTo: null })
+        await pump(session, part.file, null)
+      }
+      if (!session) throw problems.badRequest('the form has no file part')
+    } catch (err) {
+      if (session) abortWith(session, err)
+      throw err
+    }
+    return replyWritten(request, reply, volume, await session.finish())
+  })
+}

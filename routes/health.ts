@@ -1,0 +1,31 @@
+import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import type { FastifyInstance } from 'fastify'
+import { problems } from '../src/problem.js'
+
+/** openapi.yaml sits at the project root, two levels above the compiled routes and one above the sources. */
+async function readOpenApi(): Promise<string> {
+  for (const candidate of ['../openapi.yaml', '../../openapi.yaml']) {
+    try {
+      return await readFile(fileURLToPath(new URL(candidate, import.meta.url)), 'utf8')
+    } catch {
+      // try the next layout
+    }
+  }
+  throw problems.notFound('openapi.yaml is not installed')
+}
+
+export default async function healthRoutes(app: FastifyInstance): Promise<void> {
+  app.get('/healthz', async () => ({ status: 'ok' }))
+
+  app.get('/readyz', async () => {
+    if (!app.isReady()) throw problems.unavailable('volumes are still being opened', 1)
+    return { status: 'ready', volumes: app.volumes.list().length }
+  })
+
+  let openapi: string | undefined
+  app.get('/openapi.yaml', async (_request, reply) => {
+    openapi ??= await readOpenApi()
+    return reply.type('application/yaml').send(openapi)
+  })
+}

@@ -1,0 +1,63 @@
+import type { ReplicaFile } from './replica-file.js'
+
+export type OperationType = 'read' | 'write'
+
+/** Reading past the end of a file: the library's io.EOF, with the bytes that were read. */
+export class EndOfFileError extends Error {
+  readonly code = 'EOF'
+  constructor() {
+    super('end of file')
+    this.name = 'EndOfFileError'
+  }
+}
+
+/** One read or write on one file, as the library's Operation. */
+export class Operation<U = unknown, F = unknown> {
+  started = false
+  done = false
+  bytes = 0
+  error: Error | null = null
+  startedAt: number | undefined
+  finishedAt: number | undefined
+  /** Resolves once the operation has started; never rejects. */
+  readonly whenStarted: Promise<void>
+  /** Resolves once the operation is done, failed or not; never rejects. */
+  readonly whenDone: Promise<void>
+  private resolveStarted!: () => void
+  private resolveDone!: () => void
+
+  constructor(
+    readonly type: OperationType,
+    readonly file: ReplicaFile,
+    readonly offset: number,
+    /** The operation's own buffer: a copy of the caller's unless the mirror uses fixed buffers. */
+    readonly buffer: Buffer,
+    readonly async: boolean,
+    readonly userData: U | undefined,
+    readonly fileUserData: F | undefined,
+  ) {
+    this.whenStarted = new Promise((resolve) => (this.resolveStarted = resolve))
+    this.whenDone = new Promise((resolve) => (this.resolveDone = resolve))
+  }
+
+  /** Milliseconds from start to done (0 before it starts; running time while it runs). */
+  get durationMs(): number {
+    if (this.startedAt === undefined) return 0
+    return (this.finishedAt ?? performance.now()) - this.startedAt
+  }
+
+  markStarted(): void {
+    this.started = true
+    this.startedAt = performance.now()
+    this.resolveStarted()
+  }
+
+  markDone(bytes: number, error: Error | null): void {
+    if (!this.started) this.markStarted()
+    this.bytes = bytes
+    this.error = error
+    this.finishedAt = performance.now()
+    this.done = true
+    this.resolveDone()
+  }
+}

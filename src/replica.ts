@@ -1,0 +1,176 @@
+import type { Journal } from './journal.js'
+import { RangeSet } from './range-set.js'
+import type { ReplicaFile } from './replica-file.js'
+import type { IoError, ReplicaSpec, ReplicaState } from './schemas.js'
+
+/** A replica's configuration with its path resolved inside a storage root. */
+export type ResolvedReplicaSpec = ReplicaSpec & { resolvedPath: string }
+
+interface HoldWaiter {
+  start: number
+  end: number
+  resolve: (error: IoError | null) => void
+}
+
+export function toIoError(err: unknown): IoError {
+  const e = err as NodeJS.ErrnoException
+  return { code: typeof e?.code === 'string' ? e.code : 'EIO', message: e instanceof Error ? e.message : String(err) }
+}
+
+/**
+ * One file of a volume and what it lacks. Its dirty bytes are the union of:
+ * writes in flight that it has not taken yet (intents), bytes waiting to be copied to it (pending),
+ * and the range being copied now. The union is what its journal holds.
+ */
+export class Replica {
+  error: IoError | null = null
+  /** Its dirty bytes came from recovery, a re-add or a resync request rather than from write-behind. */
+  resyncing = false
+  private readonly intents = new Map<number, [number, number]>()
+  private nextIntent = 0
+  readonly pending = new RangeSet()
+  copying: [number, number] | null = null
+  private readonly holdWaiters = new Set<HoldWaiter>()
+
+  constructor(
+    public spec: ResolvedReplicaSpec,
+    public file: ReplicaFile | null,
+    public journal: Journal,
+  ) {}
+
+  get id(): string {
+    return this.spec.id
+  }
+
+  get isAsync(): boolean {
+    return this.spec.mode === 'async'
+  }
+
+  get failed(): boolean {
+    return this.error !== null || this.file === null
+  }
+
+  /** Holds every acknowledged byte: not failed, nothing pending or being copied. */
+  get inSync(): boolean {
+    return !this.failed && this.pending.isEmpty && this.copying === null
+  }
+
+  get state(): ReplicaState {
+    if (this.failed) return 'failed'
+    if (this.pending.isEmpty && this.copying === null && (!this.isAsync || this.intents.size === 0)) return 'in-sync'
+    return this.resyncing ? 'resyncing' : 'behind'
+  }
+
+  /** The union of intents, pending and copying: what the journal must hold. */
+  dirty(): RangeSet {
+    const set = this.pending.clone()
+    for (const [s, e] of this.intents.values()) set.add(s, e)
+    if (this.copying) set.add(this.copying[0], this.copying[1])
+    return set
+  }
+
+  get dirtyBytes(): number {
+    if (this.intents.size === 0 && this.copying === null) return this.pending.bytes
+    return this.dirty().bytes
+  }
+
+  /** Whether any byte of [start, end) is missing from this replica. */
+  lacks(start: number, end: number): boolean {
+    if (this.pending.intersects(start, end)) return true
+    if (this.copying && this.copying[0] < end && start < this.copying[1]) return true
+    for (const [s, e] of this.intents.values()) if (s < end && start < e) return true
+    return false
+  }
+
+  /** Records a write about to happen; resolves once the journal holds it (the write may then proceed). */
+  async intend(start: number, end: number): Promise<number> {
+    const id = this.nextIntent++
+    this.intents.set(id, [start, end])
+    await this.journal.markDirty(start, end - start)
+    return id
+  }
+
+  /** Grows an intent to cover up to `end`; resolves once the journal holds it. */
+  async extendIntent(id: number, end: number): Promise<void> {
+    const intent = this.intents.get(id)
+    if (!intent || end <= intent[1]) return
+    const from = intent[1]
+    intent[1] = end
+    await this.journal.markDirty(from, end - from)
+  }
+
+  /** Ends an intent; the bytes it covered that are not otherwise dirty are recorded clean. */
+  endIntent(id: number): void {
+    const intent = this.intents.get(id)
+    if (!intent) return
+    this.intents.delete(id)
+    this.recordClean(intent[0], intent[1])
+    this.notifyHolders()
+  }
+
+  /** Bytes this replica must receive by copying (write-behind, or a failure's backlog). */
+  markPending(start: number, end: number): void {
+    this.pending.add(start, end)
+  }
+
+  /** Finishes copying [start, end): journal the bytes no newer write dirtied, and wake holders. */
+  copied(start: number, end: number): void {
+    this.copying = null
+    this.recordClean(start, end)
+    this.notifyHolders()
+  }
+
+  /** Appends clean records for [start, end) minus whatever is still dirty; never awaited: a lost one only costs a resync. */
+  private recordClean(start: number, end: number): void {
+    let pieces: Array<[number, number]> = []
+    for (let at = start; at < end; ) {
+      const next = this.pending.firstFrom(at)
+      const gapEnd = next ? Math.min(next[0], end) : end
+      if (gapEnd > at) pieces.push([at, gapEnd])
+      if (!next) break
+      at = next[1]
+    }
+    const busy = [...this.intents.values()]
+    if (this.copying) busy.push(this.copying)
+    for (const [bs, be] of busy) pieces = pieces.flatMap(([s, e]) => cut(s, e, bs, be))
+    for (const [s, e] of pieces) this.journal.markClean(s, e - s).catch(() => {})
+  }
+
+  fail(err: unknown): void {
+    if (this.error) return
+    this.error = toIoError(err)
+    for (const w of this.holdWaiters) w.resolve(this.error)
+    this.holdWaiters.clear()
+  }
+
+  /** Resolves (null) once this replica holds [start, end), or with the error if it fails first. */
+  whenHolds(start: number, end: number): Promise<IoError | null> {
+    if (this.error) return Promise.resolve(this.error)
+    if (!this.lacks(start, end)) return Promise.resolve(null)
+    return new Promise((resolve) => this.holdWaiters.add({ start, end, resolve }))
+  }
+
+  private notifyHolders(): void {
+    for (const w of this.holdWaiters) {
+      if (!this.lacks(w.start, w.end)) {
+        this.holdWaiters.delete(w)
+        w.resolve(null)
+      }
+    }
+  }
+
+  /** Drops dirty bytes past a new end of the volume. */
+  truncate(size: number): void {
+    this.pending.truncate(size)
+    this.notifyHolders()
+  }
+}
+
+/** [s, e) without [cs, ce): zero, one or two pieces. */
+function cut(s: number, e: number, cs: number, ce: number): Array<[number, number]> {
+  if (ce <= s || cs >= e) return [[s, e]]
+  const out: Array<[number, number]> = []
+  if (cs > s) out.push([s, cs])
+  if (ce < e) out.push([ce, e])
+  return out
+}

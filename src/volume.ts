@@ -1,0 +1,293 @@
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { join } from 'node:path'
+import { FileMirror } from './file-mirror.js'
+import { EndOfFileError } from './operation.js'
+import type { GroupRegistry } from './group-registry.js'
+import { Journal, readJournal, WHOLE_FILE } from './journal.js'
+import { RangeSet } from './range-set.js'
+import { Replica, toIoError, type ResolvedReplicaSpec } from './replica.js'
+import type { ReplicaFileOpener } from './replica-file.js'
+import type { IoError, VolumeSpec, VolumeStatus } from './schemas.js'
+import { TrackedGroup, type ReplicaOperationEvent } from './tracked-group.js'
+import { WriteBehind } from './write-behind.js'
+import { WriteSession, type WriteOptions } from './write-session.js'
+
+export interface VolumeDeps {
+  journalDir: string
+  groups: GroupRegistry
+  openFile: ReplicaFileOpener
+  log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void }
+}
+
+export interface VolumeEvents {
+  /** A replica's share of a group started or finished. */
+  operation: [ReplicaOperationEvent]
+  /** A replica's state changed (in-sync, behind, resyncing, failed). */
+  replicaState: [{ volume: string; replica: string; state: string; error: IoError | null }]
+  /** No write is in flight and no replica has anything to copy. */
+  idle: [{ volume: string }]
+}
+
+/** No replica could serve a read. */
+export class ReadFailedError extends Error {
+  constructor(
+    readonly replica: string,
+    readonly error: IoError | null,
+  ) {
+    super(error ? `read failed on replica ${replica}: ${error.code} ${error.message}` : 'no healthy replica holds the requested bytes')
+  }
+}
+
+function lastError(tried: Set<Replica>): IoError | null {
+  return [...tried].at(-1)?.error ?? null
+}
+
+/** Async writes queued per replica when the volume has no sync replica to copy from. */
+const BUFFERED_QUEUE = 64
+
+/** A named, long-lived mirror of several replica files. */
+export class Volume extends EventEmitter<VolumeEvents> {
+  readonly replicas: Replica[] = []
+  readonly mirror = new FileMirror<TrackedGroup, Replica>({ queueSize: BUFFERED_QUEUE, fixedBuffer: true })
+  private readonly copiers = new Map<Replica, WriteBehind>()
+  private readonly instance = randomBytes(6).toString('hex')
+  private generation = 0
+  size = 0
+  /** Writes in flight, for a close that waits for them. */
+  private readonly sessions = new Set<WriteSession>()
+  private closing = false
+
+  private constructor(
+    readonly name: string,
+    public spec: VolumeSpec,
+    readonly deps: VolumeDeps,
+  ) {
+    super()
+  }
+
+  /**
+   * Opens a volume over its replica files. A new volume marks every replica but the first
+   * reading one wholly dirty (their bytes may differ); an existing one takes its journals.
+   */
+  static async open(name: string, spec: VolumeSpec, resolved: ResolvedReplicaSpec[], deps: VolumeDeps, fresh: boolean): Promise<Volume> {
+    const volume = new Volume(name, spec, deps)
+    for (const r of resolved) {
+      let file = null
+      let error: unknown = null
+      try {
+        file = await deps.openFile(r.resolvedPath)
+      } catch (err) {
+        error = err
+      }
+      const journalPath = volume.journalPath(r.id)
+      const found = fresh ? ({ kind: 'missing' } as const) : await readJournal(journalPath)
+      let dirty: RangeSet
+      if (found.kind === 'ok') dirty = found.dirty
+      else {
+        if (found.kind === 'corrupt') deps.log.warn({ volume: name, replica: r.id, reason: found.reason }, 'journal corrupt: full resync')
+        dirty = fresh ? new RangeSet() : RangeSet.of([0, WHOLE_FILE])
+      }
+      const replica: Replica = new Replica(r, file, undefined as unknown as Journal)
+      replica.pending.addAll(dirty)
+      replica.journal = await Journal.create(journalPath, dirty, { fsync: spec.durability === 'fsync' }, () => replica.dirty())
+      if (error) replica.fail(error)
+      volume.replicas.push(replica)
+    }
+    // The anchor holds the truth: the first healthy sync reading replica with nothing dirty, else the first reading one.
+    const anchor =
+      volume.replicas.find((r) => r.spec.read && !r.isAsync && r.inSync) ??
+      volume.replicas.find((r) => r.spec.read && !r.failed) ??
+      volume.replicas.find((r) => !r.failed)
+    if (anchor && !anchor.pending.isEmpty) {
+      deps.log.warn({ volume: name, replica: anchor.id }, 'no clean replica: taking this one as the truth')
+      anchor.pending.clear()
+    }
+    volume.size = anchor ? await anchor.file!.size() : 0
+    for (const replica of volume.replicas) {
+      if (fresh && replica !== anchor && volume.size > 0) replica.pending.add(0, volume.size)
+      replica.pending.truncate(volume.size)
+      replica.resyncing = !replica.pending.isEmpty
+      volume.attach(replica)
+    }
+    return volume
+  }
+
+  journalPath(replicaId: string): string {
+    return join(this.deps.journalDir, this.name, `${replicaId}.journal`)
+  }
+
+  private attach(replica: Replica): void {
+    if (replica.file) {
+      if (replica.spec.read) this.mirror.addReadingFile(replica.file)
+      if (replica.spec.write) this.mirror.addWritingFile(replica.file)
+      this.mirror.setFileAsync(replica.file, replica.isAsync)
+      this.mirror.setFileUserData(replica.file, replica)
+    }
+    const copier = new WriteBehind(replica, {
+      source: (target) => this.source(target),
+      size: () => this.size,
+      fsync: this.spec.durability === 'fsync',
+      sourceFailed: (source, err) => this.replicaFailed(source, err),
+      onCopy: () => this.emitIdleIfQuiet(),
+    })
+    this.copiers.set(replica, copier)
+    copier.start()
+  }
+
+  get etag(): string {
+    return `"${this.instance}-${this.generation.toString(36)}"`
+  }
+
+  /** Marks a change of content: every write moves the ETag. */
+  bump(): void {
+    this.generation++
+  }
+
+  /** A healthy sync replica holding every acknowledged byte, preferring reading ones. */
+  source(exclude?: Replica): Replica | undefined {
+    let fallback: Replica | undefined
+    for (const r of this.replicas) {
+      if (r === exclude || r.isAsync || !r.inSync || !r.file) continue
+      if (r.spec.read) return r
+      fallback ??= r
+    }
+    return fallback
+  }
+
+  /** The replica a read of [start, end) goes to: the named one, else the first reading replica holding those bytes. */
+  readTarget(start: number, end: number, replicaId?: string): Replica | undefined {
+    if (replicaId !== undefined) return this.replicas.find((r) => r.id === replicaId)
+    const holder = this.replicas.find((r) => r.spec.read && !r.failed && !r.lacks(start, end))
+    // Without a sync replica, reads queue behind buffered writes in the reading replica's own lane.
+    return holder ?? this.source() ?? this.replicas.find((r) => r.spec.read && !r.failed)
+  }
+
+  replica(id: string): Replica | undefined {
+    return this.replicas.find((r) => r.id === id)
+  }
+
+  copier(replica: Replica): WriteBehind | undefined {
+    return this.copiers.get(replica)
+  }
+
+  newGroup(kind: TrackedGroup['kind'], offset: number): TrackedGroup {
+    const group = new TrackedGroup(this.name, kind, offset, (event) => this.emit('operation', event))
+    this.deps.groups.add(group)
+    return group
+  }
+
+  /** Starts a write; the caller streams chunks into it and finishes it. Throws while closing. */
+  async beginWrite(options: WriteOptions): Promise<WriteSession> {
+    if (this.closing) throw new Error('volume is closing')
+    this.bump()
+    const session = new WriteSession(this, options)
+    this.sessions.add(session)
+    session.whenEnded.then(() => {
+      this.sessions.delete(session)
+      this.emitIdleIfQuiet()
+    })
+    await session.begin()
+    return session
+  }
+
+  /**
+   * Reads into `buffer` from `offset` for `group`: from the named replica, else from a reading replica
+   * holding the bytes, failing over to the next one when a read errs. Returns the bytes read.
+   */
+  async readInto(buffer: Buffer, offset: number, group: TrackedGroup, replicaId?: string): Promise<number> {
+    const tried = new Set<Replica>()
+    for (;;) {
+      const target = this.readTarget(offset, offset + buffer.length, replicaId)
+      if (!target || tried.has(target) || !target.file) throw new ReadFailedError(replicaId ?? 'any', lastError(tried))
+      tried.add(target)
+      const op = group.find(target.id) ?? group.add(target.id, target.spec.mode)
+      group.start(op)
+      const [read] = (await this.mirror.readAt(buffer, offset, group, [target.file])).operations
+      if (!read.error || read.error instanceof EndOfFileError) {
+        op.bytes += read.bytes
+        return read.bytes
+      }
+      this.replicaFailed(target, read.error)
+      group.finish(op, op.bytes, target.error)
+      if (replicaId !== undefined) throw new ReadFailedError(replicaId, target.error)
+    }
+  }
+
+  /** A replica failed: it keeps its dirty ranges and waits for a resync; the volume is degraded. */
+  replicaFailed(replica: Replica, err: unknown): void {
+    if (replica.error) return
+    replica.fail(err)
+    this.deps.log.warn({ volume: this.name, replica: replica.id, error: replica.error }, 'replica failed')
+    this.emit('replicaState', { volume: this.name, replica: replica.id, state: 'failed', error: replica.error })
+    this.wakeCopiers()
+  }
+
+  wakeCopiers(): void {
+    for (const copier of this.copiers.values()) copier.wake()
+  }
+
+  private emitIdleIfQuiet(): void {
+    if (this.sessions.size > 0) return
+    for (const r of this.replicas) if (!r.failed && (r.copying || !r.pending.isEmpty)) return
+    this.emit('idle', { volume: this.name })
+  }
+
+  /** Resolves once no replica has anything left to copy (failed ones excepted), or after `timeoutMs`. */
+  async settled(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    const quiet = () => this.sessions.size === 0 && this.replicas.every((r) => r.failed || (r.copying === null && r.pending.isEmpty))
+    while (!quiet()) {
+      if (Date.now() >= deadline) return false
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer)
+          this.off('idle', done)
+          resolve()
+        }
+        const timer = setTimeout(done, Math.min(250, deadline - Date.now()))
+        this.once('idle', done)
+      })
+    }
+    return true
+  }
+
+  status(): VolumeStatus {
+    return {
+      name: this.name,
+      state: this.replicas.some((r) => r.failed) ? 'degraded' : 'ok',
+      size: this.size,
+      etag: this.etag,
+      durability: this.spec.durability,
+      replicas: this.replicas.map((r) => ({
+        id: r.id,
+        path: r.spec.path,
+        read: r.spec.read,
+        write: r.spec.write,
+        mode: r.spec.mode,
+        label: r.spec.label ?? null,
+        maxBytesPerSecond: r.spec.maxBytesPerSecond,
+        state: r.state,
+        dirtyBytes: r.dirtyBytes,
+        cachedPercent: r.file ? Math.round(this.mirror.cachedPercent(r.file, this.size) * 100) / 100 : 0,
+        error: r.error,
+      })),
+    }
+  }
+
+  /**
+   * Stops taking writes, waits for those in flight, lets write-behind run for `graceMs`,
+   * then stops it with what is left kept in the journals for the next start.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.closing = true
+    await Promise.all([...this.sessions].map((s) => s.whenEnded))
+    await this.settled(graceMs)
+    await Promise.all([...this.copiers.values()].map((c) => c.stop()))
+    await this.mirror.close(false)
+    for (const r of this.replicas) {
+      await r.journal.close().catch((err) => this.deps.log.warn({ volume: this.name, replica: r.id, error: toIoError(err) }, 'journal close failed'))
+      await r.file?.close().catch(() => {})
+    }
+  }
+}

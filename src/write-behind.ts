@@ -1,0 +1,153 @@
+import type { Replica } from './replica.js'
+import { Throttle } from './throttle.js'
+
+/** Largest single copy; one buffer of this size per replica is all the memory write-behind uses. */
+export const COPY_CHUNK = 1 << 20
+/** Dirty ranges closer than this are copied as one, re-copying the clean gap to save a seek. */
+const COALESCE_GAP = 64 << 10
+
+export interface WriteBehindHost {
+  /** An in-sync replica to copy from, other than `target`; undefined when none is healthy. */
+  source(target: Replica): Replica | undefined
+  /** The volume's current size. */
+  size(): number
+  /** fdatasync each copy before recording it clean. */
+  fsync: boolean
+  /** A source replica's read failed. */
+  sourceFailed(source: Replica, err: unknown): void
+  onCopy?(target: Replica, start: number, end: number): void
+}
+
+/**
+ * Feeds one replica from an in-sync replica's data: its pending ranges are copied in
+ * ascending sweeps, coalesced, throttled, one at a time. Never from request bodies held in memory.
+ */
+export class WriteBehind {
+  readonly throttle: Throttle
+  private buffer: Buffer | undefined
+  private cursor = 0
+  private wakeUp: (() => void) | undefined
+  /** Ends a throttle pause early; only stop() uses it, so new writes never shorten a pause. */
+  private endPause: (() => void) | undefined
+  private stopping = false
+  private loop: Promise<void> | undefined
+
+  constructor(
+    private readonly replica: Replica,
+    private readonly host: WriteBehindHost,
+  ) {
+    this.throttle = new Throttle(replica.spec.maxBytesPerSecond)
+  }
+
+  start(): void {
+    this.stopping = false
+    this.loop ??= this.run().finally(() => (this.loop = undefined))
+  }
+
+  /** Something changed: new pending bytes, a new source, a resync request. */
+  wake(): void {
+    const wake = this.wakeUp
+    this.wakeUp = undefined
+    wake?.()
+  }
+
+  /** Stops after the copy in progress; what is left stays pending (and in the journal). */
+  async stop(): Promise<void> {
+    this.stopping = true
+    this.endPause?.()
+    this.wake()
+    await this.loop
+    this.buffer = undefined
+  }
+
+  /** Waits for wake(). */
+  private sleep(): Promise<void> {
+    return new Promise((resolve) => (this.wakeUp = resolve))
+  }
+
+  /** Waits out the throttle. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.endPause = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  }
+
+  private async run(): Promise<void> {
+    const replica = this.replica
+    while (!this.stopping) {
+      const source = replica.failed ? undefined : this.host.source(replica)
+      const next = source ? this.pick() : undefined
+      if (!source || !next) {
+        if (source && replica.copying === null && replica.pending.isEmpty) await this.settle()
+        await this.sleep()
+        continue
+      }
+      const [start, end] = next
+      const delay = this.throttle.take(end - start)
+      if (delay > 0) {
+        await this.pause(delay)
+        if (this.stopping) break
+      }
+      await this.copy(source, start, end)
+    }
+  }
+
+  /** The next range to copy from the sweep's cursor, with nearby ranges folded in. */
+  private pick(): [number, number] | undefined {
+    const pending = this.replica.pending
+    const first = pending.firstFrom(this.cursor) ?? pending.firstFrom(0)
+    if (!first) return undefined
+    const start = first[0]
+    let end = Math.min(first[1], start + COPY_CHUNK)
+    for (let next = pending.firstFrom(end); next && next[0] - end <= COALESCE_GAP && next[1] <= start + COPY_CHUNK; next = pending.firstFrom(end)) {
+      end = next[1]
+    }
+    return [start, end]
+  }
+
+  private async copy(source: Replica, start: number, end: number): Promise<void> {
+    const replica = this.replica
+    replica.pending.remove(start, end)
+    replica.copying = [start, end]
+    this.buffer ??= Buffer.allocUnsafe(COPY_CHUNK)
+    const chunk = this.buffer.subarray(0, end - start)
+    let read: number
+    try {
+      read = await source.file!.read(chunk, start)
+    } catch (err) {
+      replica.copying = null
+      replica.pending.add(start, end)
+      this.host.sourceFailed(source, err)
+      return
+    }
+    try {
+      if (read > 0) await replica.file!.write(chunk.subarray(0, read), start)
+      if (this.host.fsync) await replica.file!.sync()
+    } catch (err) {
+      replica.copying = null
+      replica.pending.add(start, end)
+      replica.fail(err)
+      return
+    }
+    this.cursor = end
+    replica.copied(start, end)
+    this.host.onCopy?.(replica, start, end)
+  }
+
+  /** Nothing left to copy: match the volume's size and leave resync. */
+  private async settle(): Promise<void> {
+    const replica = this.replica
+    try {
+      const size = this.host.size()
+      if ((await replica.file!.size()) > size) await replica.file!.truncate(size)
+    } catch (err) {
+      replica.fail(err)
+      return
+    }
+    replica.resyncing = false
+  }
+}
