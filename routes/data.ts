@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { parseRange, rangeLength, type ByteRange } from '../src/byte-range.js'
 import { parseContentRange } from '../src/content-range.js'
-import { ifMatchPasses, ifNoneMatchPasses, ifRangePasses } from '../src/entity-tag.js'
+import { ifMatchPasses, ifNoneMatchPasses, ifRangePasses, parseEntityTagList } from '../src/entity-tag.js'
 import { makeBoundary, planMultipartByteranges } from '../src/multipart-byteranges.js'
 import { preferredWaitSeconds } from '../src/prefer.js'
 import { problems } from '../src/problem.js'
@@ -62,7 +62,9 @@ async function serveData(app: FastifyInstance, request: FastifyRequest, reply: F
   const etag = volume.etag
   reply.header('accept-ranges', 'bytes').header('etag', etag)
   if (!ifMatchPasses(headerOf(request, 'if-match'), etag)) throw problems.preconditionFailed('If-Match does not match the current ETag')
-  if (!ifNoneMatchPasses(headerOf(request, 'if-none-match'), etag)) return reply.code(304).send()
+  const ifNoneMatch = headerOf(request, 'if-none-match')
+  // A malformed If-None-Match is ignored on reads (RFC 9110 §13.1.2): only a real match earns a 304.
+  if (ifNoneMatch !== undefined && parseEntityTagList(ifNoneMatch) !== null && !ifNoneMatchPasses(ifNoneMatch, etag)) return reply.code(304).send()
 
   const rangeHeader = ifRangePasses(headerOf(request, 'if-range'), etag) ? headerOf(request, 'range') : undefined
   const ranges = parseRange(rangeHeader, size, { maxRanges: app.config.maxRanges })

@@ -1,7 +1,8 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FileMirror } from '../src/file-mirror.js'
 import { EndOfFileError, type Operation } from '../src/operation.js'
@@ -134,7 +135,14 @@ function recordEvents(mirror: FileMirror<any, any>): Snapshot[] {
   return events
 }
 
-/** Opens (creating) real files `names` in `dir`, a fresh `t.testdir()`. */
+/** A fresh, uniquely named directory under the OS temp dir, removed when the test ends. */
+async function tempDir(t: { teardown: (fn: () => unknown) => void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'filemirror-test-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** Opens (creating) real files `names` in `dir`, a fresh `tempDir(t)`. */
 async function setup(dir: string, names: string[]): Promise<{ dir: string; files: LocalFile[] }> {
   const files = await Promise.all(names.map((name) => LocalFile.open(join(dir, name))))
   return { dir, files }
@@ -145,7 +153,7 @@ t.setTimeout(120_000)
 // ---------------------------------------------------------------- the seed README flows
 
 t.test('README sync flow: write to both, read from one', async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['fast', 'slow'])
+  const { dir, files } = await setup(await tempDir(t), ['fast', 'slow'])
   const [f, f2] = files
   const mirror = new FileMirror({ queueSize: 16 })
   t.teardown(() => mirror.close(true))
@@ -182,7 +190,7 @@ t.test('README sync flow: write to both, read from one', async (t) => {
 })
 
 t.test('README async flow: calls return before the operations are done', async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['fast', 'slow'])
+  const { dir, files } = await setup(await tempDir(t), ['fast', 'slow'])
   const [f, f2] = files
   const mirror = new FileMirror({ queueSize: 16 })
   t.teardown(() => mirror.close(true))
@@ -220,7 +228,7 @@ t.test('README async flow: calls return before the operations are done', async (
 // ---------------------------------------------------------------- the operation callback
 
 t.test("'operation' event fires twice per operation: started, then done", async (t) => {
-  const { files } = await setup(t.testdir(), ['sync', 'async'])
+  const { files } = await setup(await tempDir(t), ['sync', 'async'])
   const [syncFile, asyncFile] = files
   const mirror = new FileMirror<string, string>({ queueSize: 4 })
   t.teardown(() => mirror.close(true))
@@ -285,7 +293,7 @@ t.test("'operation' event fires twice per operation: started, then done", async 
 // ---------------------------------------------------------------- reading past the end
 
 t.test('reading an empty file gives EOF and 0 bytes', async (t) => {
-  const { files } = await setup(t.testdir(), ['empty'])
+  const { files } = await setup(await tempDir(t), ['empty'])
   const [f] = files
   for (const async of [false, true]) {
     const mirror = new FileMirror({ queueSize: 2 })
@@ -305,7 +313,7 @@ t.test('reading an empty file gives EOF and 0 bytes', async (t) => {
 })
 
 t.test('reading past the end gives EOF with the bytes that were there', async (t) => {
-  const { files } = await setup(t.testdir(), ['short'])
+  const { files } = await setup(await tempDir(t), ['short'])
   const [f] = files
   const mirror = new FileMirror({ queueSize: 2 })
   t.teardown(() => mirror.close(true))
@@ -335,7 +343,7 @@ t.test('reading past the end gives EOF with the bytes that were there', async (t
 // ---------------------------------------------------------------- sets and explicit files
 
 t.test('reading and writing sets report whether they changed', async (t) => {
-  const { files } = await setup(t.testdir(), ['a', 'b'])
+  const { files } = await setup(await tempDir(t), ['a', 'b'])
   const [a, b] = files
   const mirror = new FileMirror({ queueSize: 1 })
   t.teardown(() => mirror.close(true))
@@ -360,7 +368,7 @@ t.test('reading and writing sets report whether they changed', async (t) => {
 })
 
 t.test('explicit files on a call override the sets', async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['a', 'b', 'outsider'])
+  const { dir, files } = await setup(await tempDir(t), ['a', 'b', 'outsider'])
   const [a, b, outsider] = files
   const mirror = new FileMirror({ queueSize: 2 })
   t.teardown(async () => {
@@ -399,7 +407,7 @@ t.test('explicit files on a call override the sets', async (t) => {
 // ---------------------------------------------------------------- buffers
 
 t.test('fixedBuffer mode: operations share the caller buffer', async (t) => {
-  const { files } = await setup(t.testdir(), ['a', 'b'])
+  const { files } = await setup(await tempDir(t), ['a', 'b'])
   const [a, b] = files
   const mirror = new FileMirror({ queueSize: 2, fixedBuffer: true })
   t.teardown(() => mirror.close(true))
@@ -418,7 +426,7 @@ t.test('fixedBuffer mode: operations share the caller buffer', async (t) => {
 })
 
 t.test("copy mode: each operation works on its own copy of the caller's buffer", async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['a', 'b'])
+  const { dir, files } = await setup(await tempDir(t), ['a', 'b'])
   const [a, b] = files
   const slowB = new SlowFile(b)
   const mirror = new FileMirror({ queueSize: 2 })
@@ -451,7 +459,7 @@ t.test("copy mode: each operation works on its own copy of the caller's buffer",
 // ---------------------------------------------------------------- cached ranges
 
 t.test('cached ranges: a read marks cached, a write marks not cached', async (t) => {
-  const { files } = await setup(t.testdir(), ['a', 'b'])
+  const { files } = await setup(await tempDir(t), ['a', 'b'])
   const [a, b] = files
   const mirror = new FileMirror({ queueSize: 2 })
   t.teardown(() => mirror.close(true))
@@ -495,7 +503,7 @@ t.test('cached ranges: a read marks cached, a write marks not cached', async (t)
 // ---------------------------------------------------------------- ordering and the bounded queue
 
 t.test('per-file ordering: async writes to the same offsets land in call order', async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['a', 'b'])
+  const { dir, files } = await setup(await tempDir(t), ['a', 'b'])
   const mirror = new FileMirror({ queueSize: 3 })
   t.teardown(() => mirror.close(true))
   for (const f of files) {
@@ -520,7 +528,7 @@ t.test('per-file ordering: async writes to the same offsets land in call order',
 })
 
 t.test('per-file ordering holds for random overlapping writes (property)', async (t) => {
-  const root = t.testdir()
+  const root = await tempDir(t)
   let run = 0
   const writeArb = fc.record({
     offset: fc.integer({ min: 0, max: 48 }),
@@ -560,7 +568,7 @@ t.test('per-file ordering holds for random overlapping writes (property)', async
 t.test('a write issued while an earlier one waits for room is never overtaken', async (t) => {
   // queueSize 1: w1 blocks in the slow file, w2 waits for room. When w1 finishes, a third write
   // is issued after `hops` microtask hops; it must land after w2, whatever the hop count.
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   for (let hops = 0; hops < 12; hops++) {
     const slow = await SlowFile.open(join(dir, `f${hops}`))
     const mirror = new FileMirror({ queueSize: 1 })
@@ -589,7 +597,7 @@ t.test('a write issued while an earlier one waits for room is never overtaken', 
 })
 
 t.test('bounded queue: an async writeAt waits for room', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const mirror = new FileMirror({ queueSize: 1 })
   t.teardown(() => mirror.close(true))
@@ -620,7 +628,7 @@ t.test('bounded queue: an async writeAt waits for room', async (t) => {
 })
 
 t.test("the 'idle' event fires when every queue has run empty", async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const fast = await LocalFile.open(join(dir, 'fast'))
   const mirror = new FileMirror({ queueSize: 4 })
@@ -651,7 +659,7 @@ t.test("the 'idle' event fires when every queue has run empty", async (t) => {
 // ---------------------------------------------------------------- the operation group
 
 t.test('operation group: firstAsync/firstSync/pending/asyncOperations/syncOperations', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const syncFile = await LocalFile.open(join(dir, 'sync'))
   const slow = await SlowFile.open(join(dir, 'slow'))
   const mirror = new FileMirror({ queueSize: 4 })
@@ -683,7 +691,7 @@ t.test('operation group: firstAsync/firstSync/pending/asyncOperations/syncOperat
 })
 
 t.test('waitForDone/waitForStart with a timeout: false while blocked, true later', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const mirror = new FileMirror({ queueSize: 4 })
   t.teardown(() => mirror.close(true))
@@ -707,7 +715,7 @@ t.test('waitForDone/waitForStart with a timeout: false while blocked, true later
 })
 
 t.test('a failing file: the error is on its operation, the other file is unaffected', async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['good', 'bad'])
+  const { dir, files } = await setup(await tempDir(t), ['good', 'bad'])
   const [good, bad] = files
   const mirror = new FileMirror({ queueSize: 2 })
   t.teardown(() => mirror.close(false).then(() => good.close()))
@@ -733,7 +741,7 @@ t.test('a failing file: the error is on its operation, the other file is unaffec
 // ---------------------------------------------------------------- the seed's weak points, fixed
 
 t.test('weak point 1: a slow async file does not delay another file async work', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const fast = await LocalFile.open(join(dir, 'fast'))
   const mirror = new FileMirror({ queueSize: 8 })
@@ -769,7 +777,7 @@ t.test('weak point 1: a slow async file does not delay another file async work',
 })
 
 t.test('weak point 2: the cached map is a range set, not a byte map', async (t) => {
-  const { files } = await setup(t.testdir(), ['big'])
+  const { files } = await setup(await tempDir(t), ['big'])
   const [f] = files
   const size = 4 * 1024 * 1024
   const mirror = new FileMirror({ queueSize: 2 })
@@ -796,7 +804,7 @@ t.test('weak point 2: the cached map is a range set, not a byte map', async (t) 
 })
 
 t.test('weak point 3: waiting resolves through promises, not polling', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const mirror = new FileMirror({ queueSize: 2 })
   t.teardown(() => mirror.close(true))
@@ -825,7 +833,7 @@ t.test('weak point 3: waiting resolves through promises, not polling', async (t)
 })
 
 t.test('weak point 4: close drains, queued async writes are on disk after close(true)', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const fast = await LocalFile.open(join(dir, 'fast'))
   const mirror = new FileMirror({ queueSize: 8 })
@@ -852,7 +860,7 @@ t.test('weak point 4: close drains, queued async writes are on disk after close(
 })
 
 t.test('weak point 4: close also drains a write still waiting for room in a full queue', async (t) => {
-  const dir = t.testdir()
+  const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
   const mirror = new FileMirror({ queueSize: 1 })
   mirror.addWritingFile(slow)
@@ -876,7 +884,7 @@ t.test('weak point 4: close also drains a write still waiting for room in a full
 })
 
 t.test('close(false) drains but leaves the files open', async (t) => {
-  const { dir, files } = await setup(t.testdir(), ['a'])
+  const { dir, files } = await setup(await tempDir(t), ['a'])
   const [a] = files
   const mirror = new FileMirror({ queueSize: 2 })
   mirror.addWritingFile(a)
@@ -891,7 +899,7 @@ t.test('close(false) drains but leaves the files open', async (t) => {
 })
 
 t.test('weak point 7: operation state is consistent, done implies started and bytes set', async (t) => {
-  const { files } = await setup(t.testdir(), ['sync', 'async'])
+  const { files } = await setup(await tempDir(t), ['sync', 'async'])
   const [syncFile, asyncFile] = files
   const mirror = new FileMirror({ queueSize: 2 })
   t.teardown(() => mirror.close(true))
