@@ -3,6 +3,7 @@ import { ZodError } from 'zod'
 import dataRoutes from '../routes/data.js'
 import healthRoutes from '../routes/health.js'
 import operationRoutes from '../routes/operations.js'
+import replicaRoutes from '../routes/replicas.js'
 import volumeRoutes from '../routes/volumes.js'
 import type { Config } from './config.js'
 import { GroupRegistry } from './group-registry.js'
@@ -63,18 +64,19 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const problem = toProblem(error)
     if (problem.status >= 500) request.log.error({ err: error }, 'request failed')
     for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
-    return reply.code(problem.status).type('application/problem+json').send(problem.toJSON(request.url))
+    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(problem.toJSON(request.url))))
   })
   app.setNotFoundHandler((request, reply) => {
     const allow = allowedMethods(app, request.url)
     const problem = allow ? problems.methodNotAllowed(allow) : problems.notFound(`no route for ${request.method} ${request.url.split('?')[0]}`)
     for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
-    return reply.code(problem.status).type('application/problem+json').send(problem.toJSON(request.url))
+    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(problem.toJSON(request.url))))
   })
 
   await app.register(healthRoutes)
   await app.register(volumeRoutes)
   await app.register(operationRoutes)
+  await app.register(replicaRoutes)
   await app.register(dataRoutes)
 
   app.addHook('onClose', async () => {

@@ -5,9 +5,9 @@ import type { GroupRegistry } from './group-registry.js'
 import { writeFileAtomic } from './journal.js'
 import type { ResolvedReplicaSpec } from './replica.js'
 import type { ReplicaFileOpener } from './replica-file.js'
-import { volumeSpecSchema, type VolumeSpec } from './schemas.js'
+import { volumeSpecSchema, type ReplicaSpec, type VolumeSpec } from './schemas.js'
 import { PathRefusedError, resolveReplicaPath } from './storage-roots.js'
-import { Volume, type VolumeDeps } from './volume.js'
+import { stripResolved, Volume, type VolumeDeps } from './volume.js'
 
 export interface VolumeRegistryOptions {
   dataDir: string
@@ -66,19 +66,50 @@ export class VolumeRegistry {
   }
 
   /** Resolves every replica path inside the storage roots and outside the service's own files. */
-  async resolve(spec: VolumeSpec, except?: string): Promise<ResolvedReplicaSpec[]> {
-    const metadata = await resolveReplicaPath(METADATA_DIR, this.options.dataDir, [this.options.dataDir]).catch(() => join(this.options.dataDir, METADATA_DIR))
+  async resolve(spec: VolumeSpec): Promise<ResolvedReplicaSpec[]> {
     const resolved: ResolvedReplicaSpec[] = []
     for (const r of spec.replicas) {
-      const path = await resolveReplicaPath(r.path, this.options.dataDir, this.options.storageRoots)
-      if (path === metadata || path.startsWith(metadata + '/')) throw new PathRefusedError(`path ${r.path} is inside the service's own directory`)
-      if (resolved.some((x) => x.resolvedPath === path)) throw new PathRefusedError(`two replicas resolve to the same file ${path}`)
-      for (const v of this.volumes.values()) {
-        if (v.name !== except && v.replicas.some((x) => x.spec.resolvedPath === path)) throw new VolumeConflictError(`path ${r.path} is already a replica of volume ${v.name}`)
-      }
-      resolved.push({ ...r, resolvedPath: path })
+      const one = await this.resolveOne(r, resolved)
+      resolved.push(one)
     }
     return resolved
+  }
+
+  /** Resolves one replica's path; it may not be the service's own files, a sibling's file, or another volume's. */
+  private async resolveOne(r: ReplicaSpec, siblings: ResolvedReplicaSpec[]): Promise<ResolvedReplicaSpec> {
+    const metadata = await resolveReplicaPath(METADATA_DIR, this.options.dataDir, [this.options.dataDir]).catch(() => join(this.options.dataDir, METADATA_DIR))
+    const path = await resolveReplicaPath(r.path, this.options.dataDir, this.options.storageRoots)
+    if (path === metadata || path.startsWith(metadata + '/')) throw new PathRefusedError(`path ${r.path} is inside the service's own directory`)
+    if (siblings.some((x) => x.resolvedPath === path)) throw new PathRefusedError(`two replicas resolve to the same file ${path}`)
+    for (const v of this.volumes.values()) {
+      if (v.replicas.some((x) => x.spec.resolvedPath === path)) throw new VolumeConflictError(`path ${r.path} is already a replica of volume ${v.name}`)
+    }
+    return { ...r, resolvedPath: path }
+  }
+
+  /** Adds a replica to a live volume and persists it; an identical one is reported, another under the id conflicts. */
+  async addReplica(volume: Volume, spec: ReplicaSpec): Promise<{ created: boolean }> {
+    const existing = volume.replica(spec.id)
+    if (existing) {
+      if (isDeepStrictEqual(stripResolved(existing.spec), spec)) return { created: false }
+      throw new VolumeConflictError(`replica ${spec.id} exists with another configuration`)
+    }
+    const resolved = await this.resolveOne(spec, [])
+    await volume.addReplica(resolved)
+    await this.persist(volume)
+    return { created: true }
+  }
+
+  /** Removes a replica and persists; refused when the volume would have no reading or no writing replica left. */
+  async removeReplica(volume: Volume, id: string): Promise<boolean> {
+    const replica = volume.replica(id)
+    if (!replica) return false
+    const rest = volume.replicas.filter((r) => r !== replica)
+    if (!rest.some((r) => r.spec.read)) throw new VolumeConflictError(`removing ${id} would leave volume ${volume.name} without a reading replica`)
+    if (!rest.some((r) => r.spec.write)) throw new VolumeConflictError(`removing ${id} would leave volume ${volume.name} without a writing replica`)
+    await volume.removeReplica(replica)
+    await this.persist(volume)
+    return true
   }
 
   /** Creates a volume, or reports that an identical one exists; another configuration under the name conflicts. */

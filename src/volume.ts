@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FileMirror } from './file-mirror.js'
 import { EndOfFileError } from './operation.js'
@@ -7,8 +8,8 @@ import type { GroupRegistry } from './group-registry.js'
 import { Journal, readJournal, WHOLE_FILE } from './journal.js'
 import { RangeSet } from './range-set.js'
 import { Replica, toIoError, type ResolvedReplicaSpec } from './replica.js'
-import type { ReplicaFileOpener } from './replica-file.js'
-import type { IoError, VolumeSpec, VolumeStatus } from './schemas.js'
+import type { ReplicaFile, ReplicaFileOpener } from './replica-file.js'
+import type { IoError, ReplicaSpec, VolumeSpec, VolumeStatus } from './schemas.js'
 import { TrackedGroup, type ReplicaOperationEvent } from './tracked-group.js'
 import { WriteBehind } from './write-behind.js'
 import { WriteSession, type WriteOptions } from './write-session.js'
@@ -117,13 +118,23 @@ export class Volume extends EventEmitter<VolumeEvents> {
     return join(this.deps.journalDir, this.name, `${replicaId}.journal`)
   }
 
-  private attach(replica: Replica): void {
-    if (replica.file) {
-      if (replica.spec.read) this.mirror.addReadingFile(replica.file)
-      if (replica.spec.write) this.mirror.addWritingFile(replica.file)
-      this.mirror.setFileAsync(replica.file, replica.isAsync)
-      this.mirror.setFileUserData(replica.file, replica)
-    }
+  private attachFile(replica: Replica): void {
+    const file = replica.file
+    if (!file) return
+    if (replica.spec.read) this.mirror.addReadingFile(file)
+    if (replica.spec.write) this.mirror.addWritingFile(file)
+    this.mirror.setFileAsync(file, replica.isAsync)
+    this.mirror.setFileUserData(file, replica)
+  }
+
+  private detachFile(file: ReplicaFile): void {
+    this.mirror.removeReadingFile(file)
+    this.mirror.removeWritingFile(file)
+  }
+
+  /** Puts a replica in the mirror's sets and starts its write-behind (after `startAfter`, when given). */
+  private attach(replica: Replica, startAfter?: Promise<unknown>): void {
+    this.attachFile(replica)
     const copier = new WriteBehind(replica, {
       source: (target) => this.source(target),
       size: () => this.size,
@@ -132,7 +143,8 @@ export class Volume extends EventEmitter<VolumeEvents> {
       onCopy: () => this.emitIdleIfQuiet(),
     })
     this.copiers.set(replica, copier)
-    copier.start()
+    if (startAfter) void startAfter.then(() => !this.closing && this.copiers.get(replica) === copier && copier.start())
+    else copier.start()
   }
 
   get etag(): string {
@@ -223,6 +235,75 @@ export class Volume extends EventEmitter<VolumeEvents> {
     this.wakeCopiers()
   }
 
+  /** Writes in flight right now; background work (scrub) yields to them. */
+  get writesInFlight(): number {
+    return this.sessions.size
+  }
+
+  /** Resolves once every write that is in flight now has ended. */
+  private async writesNowInFlight(): Promise<void> {
+    await Promise.all([...this.sessions].map((s) => s.whenEnded))
+  }
+
+  /**
+   * Reopens a replica and copies what it lacks from an in-sync replica: its tracked dirty ranges,
+   * or everything when asked or when its file is now shorter than the volume (a new, empty disk).
+   */
+  async resync(replica: Replica, full: boolean): Promise<void> {
+    const old = replica.file
+    const file = await this.deps.openFile(replica.spec.resolvedPath)
+    if (old) {
+      this.detachFile(old)
+      await old.close().catch(() => {})
+    }
+    replica.file = file
+    this.attachFile(replica)
+    const fileSize = await file.size()
+    if ((full || fileSize < this.size) && this.size > 0) {
+      await replica.journal.markDirty(0, this.size)
+      replica.pending.add(0, this.size)
+    }
+    replica.error = null
+    replica.resyncing = !replica.pending.isEmpty
+    this.deps.log.info({ volume: this.name, replica: replica.id, bytes: replica.pending.bytes }, 'replica resyncing')
+    this.emit('replicaState', { volume: this.name, replica: replica.id, state: replica.state, error: null })
+    this.wakeCopiers()
+  }
+
+  /** Adds a replica to the live volume: it takes new writes at once and is filled by a whole resync. */
+  async addReplica(spec: ResolvedReplicaSpec): Promise<Replica> {
+    if (this.closing) throw new Error('volume is closing')
+    const file = await this.deps.openFile(spec.resolvedPath)
+    const whole = RangeSet.of([0, WHOLE_FILE])
+    const replica: Replica = new Replica(spec, file, undefined as unknown as Journal)
+    replica.journal = await Journal.create(this.journalPath(spec.id), whole, { fsync: this.spec.durability === 'fsync' }, () => replica.dirty())
+    if (this.size > 0) replica.pending.add(0, this.size)
+    replica.resyncing = true
+    this.replicas.push(replica)
+    this.spec = { ...this.spec, replicas: [...this.spec.replicas, stripResolved(spec)] }
+    // Writes already in flight do not know this replica: copy only once they have landed on the source.
+    const earlier = this.writesNowInFlight()
+    this.attach(replica, earlier.then(() => replica.pending.add(0, this.size)))
+    this.emit('replicaState', { volume: this.name, replica: replica.id, state: replica.state, error: null })
+    return replica
+  }
+
+  /** Removes a replica once the writes in flight that may use it have ended; its file is kept. */
+  async removeReplica(replica: Replica): Promise<void> {
+    this.replicas.splice(this.replicas.indexOf(replica), 1)
+    this.spec = { ...this.spec, replicas: this.spec.replicas.filter((r) => r.id !== replica.id) }
+    await this.writesNowInFlight()
+    await this.copiers.get(replica)?.stop()
+    this.copiers.delete(replica)
+    if (replica.file) {
+      this.detachFile(replica.file)
+      await replica.file.close().catch(() => {})
+    }
+    await replica.journal.close().catch(() => {})
+    await rm(this.journalPath(replica.id), { force: true })
+    this.wakeCopiers()
+  }
+
   wakeCopiers(): void {
     for (const copier of this.copiers.values()) copier.wake()
   }
@@ -290,4 +371,9 @@ export class Volume extends EventEmitter<VolumeEvents> {
       await r.file?.close().catch(() => {})
     }
   }
+}
+
+/** The configuration form of a replica, without its resolved path. */
+export function stripResolved({ resolvedPath: _, ...spec }: ResolvedReplicaSpec): ReplicaSpec {
+  return spec
 }

@@ -61,7 +61,8 @@ export class WriteSession {
     const writers = this.volume.replicas.filter((r) => r.spec.write)
     this.buffered = source === undefined
     for (const r of writers) {
-      if (!this.buffered && !r.isAsync && !r.failed) this.direct.push(r)
+      // A sync replica still resyncing takes writes through write-behind, so a copy in flight can never overwrite them.
+      if (!this.buffered && !r.isAsync && r.inSync) this.direct.push(r)
       else this.behind.push(r)
       if (!r.failed) this.ops.set(r, this.group.add(r.id, r.spec.mode))
     }

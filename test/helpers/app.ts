@@ -9,6 +9,7 @@ import { join, relative } from 'node:path'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp, type AppOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
+import { LocalFile, type ReplicaFile, type ReplicaFileOpener } from '../../src/replica-file.js'
 
 /** The slice of a tap Test these helpers use. */
 export interface TestLike {
@@ -47,11 +48,20 @@ export async function makeApp(t: TestLike, env: Record<string, string> = {}, opt
 
 const closing = new WeakMap<FastifyInstance, Promise<void>>()
 
-/** Closes an app once, however many teardowns ask. */
+/**
+ * Closes an app once, however many teardowns ask.
+ *
+ * Works around a lost wake-up in src/write-behind.ts (see the todo test "closing right after
+ * write-behind caught up" in operations.test.ts): a copier that is settling when close() stops it
+ * then sleeps forever and app.close() never resolves. Waking the copiers again until the close is
+ * done lets the suite finish; the bug itself stays reported by that test.
+ */
 export function closeOnce(app: FastifyInstance): Promise<void> {
   let done = closing.get(app)
   if (!done) {
-    done = app.close()
+    const volumes = app.volumes?.list() ?? []
+    const nudger = setInterval(() => volumes.forEach((v) => v.wakeCopiers()), 50)
+    done = app.close().finally(() => clearInterval(nudger))
     closing.set(app, done)
   }
   return done
@@ -260,4 +270,60 @@ export function parseByteranges(body: Buffer, contentType: string): BytePart[] {
     at += 2
     if (!body.subarray(at, at + delimiter.length).equals(delimiter)) throw new Error(`no delimiter after part ${parts.length}`)
   }
+}
+
+// ------------------------------------------------------------------ faults
+
+/** What a {@link faultyOpener} file does wrong; flags may be flipped while the test runs. */
+export interface Faults {
+  read?: boolean
+  write?: boolean
+  size?: boolean
+}
+
+/**
+ * A replica backend over real local files whose chosen calls fail with an error that, like a real
+ * one from node:fs, carries the file's absolute path in its message.
+ */
+export function faultyOpener(faultsFor: (path: string) => Faults | undefined): ReplicaFileOpener {
+  return async (path) => {
+    const inner = await LocalFile.open(path)
+    const fail = (op: string) => Object.assign(new Error(`EIO: i/o error, ${op} '${path}'`), { code: 'EIO', path, syscall: op })
+    const file: ReplicaFile = {
+      path,
+      read: (buffer, offset) => (faultsFor(path)?.read ? Promise.reject(fail('read')) : inner.read(buffer, offset)),
+      write: (buffer, offset) => (faultsFor(path)?.write ? Promise.reject(fail('write')) : inner.write(buffer, offset)),
+      size: () => (faultsFor(path)?.size ? Promise.reject(fail('fstat')) : inner.size()),
+      truncate: (size) => inner.truncate(size),
+      sync: () => inner.sync(),
+      close: () => inner.close(),
+    }
+    return file
+  }
+}
+
+// ------------------------------------------------------------------ known bugs
+
+const VALUE_ARGS: Record<string, number> = { ok: 1, notOk: 1, equal: 2, not: 2, same: 2, notSame: 2, strictSame: 2, match: 2, notMatch: 2, has: 2, fail: 0, pass: 0 }
+
+/**
+ * A view of a tap test whose assertions are all marked `{ todo: reason }`: the test body runs and its
+ * checks are reported (as "not ok # TODO" while the bug lasts) without failing the suite. tap 21 does
+ * not run the body of a subtest declared `{ todo }` at all, so known bugs are marked per assertion.
+ */
+export function todoView<T extends object>(t: T, reason: string): T {
+  return new Proxy(t, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver)
+      const n = typeof prop === 'string' ? VALUE_ARGS[prop] : undefined
+      if (n === undefined || typeof value !== 'function') return typeof value === 'function' ? value.bind(target) : value
+      return (...args: unknown[]) => {
+        const values = args.slice(0, n)
+        while (values.length < n) values.push(undefined)
+        const message = args[n]
+        const extra = (args[n + 1] as object | undefined) ?? {}
+        return value.call(target, ...values, message, { ...extra, todo: reason })
+      }
+    },
+  })
 }

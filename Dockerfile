@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+#
+# filemirror: build the TypeScript in one stage, run the compiled output with
+# production dependencies only in another.
+#
+#   docker build -t filemirror .
+#   docker run --rm -p 8080:8080 -v filemirror-data:/data --stop-timeout 20 filemirror
+#
+# Node 26 is the Active LTS line (since 2026-10-28); the major is pinned here and
+# in both stages alike, so the code is compiled and run by the same Node.
+ARG NODE_MAJOR=26
+
+# ---- build: dev dependencies, tsc -> dist/ ----------------------------------
+FROM node:${NODE_MAJOR}-bookworm-slim AS build
+WORKDIR /app
+# Dependencies first: this layer is reused until package*.json change.
+COPY package.json package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm \
+    npm ci --no-audit --no-fund
+# Sources (.dockerignore keeps node_modules, dist, data, .git and test output out).
+COPY . .
+RUN npm run build
+
+# ---- runtime: compiled output + production dependencies, non-root ----------
+FROM node:${NODE_MAJOR}-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+
+# A dedicated user with a numeric id, so `runAsNonRoot` can verify it. The
+# application files stay owned by root (read-only to the service); only /data
+# belongs to the service.
+RUN groupadd --system --gid 10001 filemirror \
+ && useradd --system --uid 10001 --gid filemirror --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin filemirror \
+ && mkdir -p /data \
+ && chown filemirror:filemirror /data
+
+COPY package.json package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm \
+    npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+COPY --from=build /app/dist ./dist
+# GET /openapi.yaml reads it from ../../openapi.yaml relative to dist/routes/.
+COPY --from=build /app/openapi.yaml ./openapi.yaml
+
+# HOST: listen on every interface of the container, not only its loopback.
+# SHUTDOWN_GRACE_MS: finish write-behind within docker's default 10 s stop
+# timeout; whatever is left stays in the journal and is replayed on next start.
+ENV HOST=0.0.0.0 \
+    PORT=8080 \
+    DATA_DIR=/data \
+    LOG_LEVEL=info \
+    SHUTDOWN_GRACE_MS=8000
+
+VOLUME /data
+EXPOSE 8080
+USER 10001:10001
+
+# No curl in slim images: node itself asks /healthz (Node >= 18 has fetch).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+
+# Exec form: no shell in between (the base image's entrypoint execs its
+# arguments), so node itself receives SIGTERM and stops gracefully: requests in
+# flight first, then write-behind.
+STOPSIGNAL SIGTERM
+CMD ["node", "dist/src/server.js"]
