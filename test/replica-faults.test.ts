@@ -44,11 +44,8 @@ t.test('ENOSPC on a full tmpfs marks the replica failed, the group failed with t
     return
   }
   t.teardown(() => execFileSync('umount', ['-l', mnt], { stdio: 'ignore' }))
-  const { app, dataDir } = await makeApp(t, { STORAGE_ROOTS: `${t.testdirName}-unused,${mnt}` }, {})
-  // DATA_DIR is not a storage root here, so give it one explicitly next to the tmpfs.
-  await app.close()
-  const roots = `${dataDir},${mnt}`
-  const { app: app2 } = await makeApp(t, { DATA_DIR: dataDir, STORAGE_ROOTS: roots })
+  const dataDir = await tempDir(t, 'filemirror-data-')
+  const { app: app2 } = await makeApp(t, { DATA_DIR: dataDir, STORAGE_ROOTS: `${dataDir},${mnt}` })
   await createVolume(app2, 'v', [
     { id: 'fast', path: join(dataDir, 'fast.img') },
     { id: 'small', path: join(mnt, 'small.img'), read: false },
