@@ -41,19 +41,6 @@ function addMismatch(list: Mismatch[], m: Mismatch): void {
   else list.push(m)
 }
 
-function idle(volume: Volume): Promise<void> {
-  if (volume.writesInFlight === 0) return Promise.resolve()
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, MAX_YIELD_MS)
-    function done() {
-      clearTimeout(timer)
-      volume.off('idle', done)
-      resolve()
-    }
-    volume.once('idle', done)
-  })
-}
-
 async function readChunk(replica: Replica, buffer: Buffer, offset: number): Promise<Buffer> {
   const n = await replica.file!.read(buffer, offset)
   return buffer.subarray(0, n)
@@ -82,7 +69,7 @@ export async function scrub(volume: Volume, group: TrackedGroup, options: ScrubO
   group.length = size
   try {
     for (let offset = 0; offset < size; offset += SCRUB_CHUNK) {
-      await idle(volume)
+      await volume.quietOrAfter(MAX_YIELD_MS)
       const delay = throttle.take(Math.min(SCRUB_CHUNK, size - offset))
       if (delay > 0) await new Promise((r) => setTimeout(r, delay))
       const end = Math.min(offset + SCRUB_CHUNK, volume.size)

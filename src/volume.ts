@@ -44,6 +44,9 @@ function lastError(tried: Set<Replica>): IoError | null {
   return [...tried].at(-1)?.error ?? null
 }
 
+/** Longest a resync waits for client writes to pause before copying its next chunk anyway. */
+const RESYNC_YIELD_MS = 50
+
 /** Async writes queued per replica when the volume has no sync replica to copy from. */
 const BUFFERED_QUEUE = 64
 
@@ -57,6 +60,7 @@ export class Volume extends EventEmitter<VolumeEvents> {
   size = 0
   /** Writes in flight, for a close that waits for them. */
   private readonly sessions = new Set<WriteSession>()
+  private quietWaiters: Array<() => void> = []
   private closing = false
 
   private constructor(
@@ -141,6 +145,7 @@ export class Volume extends EventEmitter<VolumeEvents> {
       fsync: this.spec.durability === 'fsync',
       sourceFailed: (source, err) => this.replicaFailed(source, err),
       onCopy: () => this.emitIdleIfQuiet(),
+      idle: () => this.quietOrAfter(RESYNC_YIELD_MS),
     })
     this.copiers.set(replica, copier)
     if (startAfter) void startAfter.then(() => !this.closing && this.copiers.get(replica) === copier && copier.start())
@@ -197,6 +202,11 @@ export class Volume extends EventEmitter<VolumeEvents> {
     this.sessions.add(session)
     session.whenEnded.then(() => {
       this.sessions.delete(session)
+      if (this.sessions.size === 0) {
+        const waiters = this.quietWaiters
+        this.quietWaiters = []
+        for (const resolve of waiters) resolve()
+      }
       this.emitIdleIfQuiet()
     })
     await session.begin()
@@ -233,6 +243,18 @@ export class Volume extends EventEmitter<VolumeEvents> {
     this.deps.log.warn({ volume: this.name, replica: replica.id, error: replica.error }, 'replica failed')
     this.emit('replicaState', { volume: this.name, replica: replica.id, state: 'failed', error: replica.error })
     this.wakeCopiers()
+  }
+
+  /** Resolves once no write is in flight, or after `ms` at most. */
+  quietOrAfter(ms: number): Promise<void> {
+    if (this.sessions.size === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.quietWaiters.push(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
   }
 
   /** Writes in flight right now; background work (scrub) yields to them. */

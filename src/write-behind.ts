@@ -16,6 +16,8 @@ export interface WriteBehindHost {
   /** A source replica's read failed. */
   sourceFailed(source: Replica, err: unknown): void
   onCopy?(target: Replica, start: number, end: number): void
+  /** Resolves when client writes have quieted down (bounded), so a resync prefers idle time. */
+  idle?(): Promise<void>
 }
 
 /**
@@ -87,6 +89,7 @@ export class WriteBehind {
         continue
       }
       const [start, end] = next
+      if (replica.resyncing && this.host.idle) await this.host.idle()
       const delay = this.throttle.take(end - start)
       if (delay > 0) {
         await this.pause(delay)

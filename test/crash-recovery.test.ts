@@ -27,6 +27,7 @@ t.test('every acknowledged write survives two kill -9s, one during recovery, and
   const dataDir = t.testdir()
   let server = await startServer({ DATA_DIR: dataDir })
   t.teardown(() => server.child.kill('SIGKILL'))
+  await ready(server)
   const created = await fetch(`${server.url}/volumes/disk`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
@@ -98,6 +99,7 @@ t.test('SIGTERM lets write-behind run for the grace period, persists the rest, a
   const dataDir = t.testdir()
   let server = await startServer({ DATA_DIR: dataDir, SHUTDOWN_GRACE_MS: '300' })
   t.teardown(() => server.child.kill('SIGKILL'))
+  await ready(server)
   await fetch(`${server.url}/volumes/disk`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
