@@ -39,8 +39,10 @@ COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm \
     npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 COPY --from=build /app/dist ./dist
-# GET /openapi.yaml reads it from ../../openapi.yaml relative to dist/routes/.
+# Read at run time relative to dist/routes/ (../../openapi.yaml, ../../public/):
+# GET /openapi.yaml and the status page at /.
 COPY --from=build /app/openapi.yaml ./openapi.yaml
+COPY --from=build /app/public ./public
 
 # HOST: listen on every interface of the container, not only its loopback.
 # SHUTDOWN_GRACE_MS: finish write-behind within docker's default 10 s stop

@@ -10,7 +10,7 @@ import { preferredWaitSeconds } from '../src/prefer.js'
 import { problems } from '../src/problem.js'
 import { dataQuerySchema } from '../src/schemas.js'
 import type { TrackedGroup } from '../src/tracked-group.js'
-import { ReadFailedError, type Volume } from '../src/volume.js'
+import { ReadFailedError, VolumeBusyError, type Volume } from '../src/volume.js'
 import { WriteFailedError, type WriteOptions, type WriteSession } from '../src/write-session.js'
 import { parseOr400, volumeOr404 } from './lookup.js'
 
@@ -161,18 +161,60 @@ async function replyWritten(request: FastifyRequest, reply: FastifyReply, volume
   return reply.code(202).header('location', `/operations/${group.id}`).send(group.toJSON())
 }
 
-/** Streams a body into a write session, refusing (before writing) any chunk that would pass `limit`. */
-async function pump(session: WriteSession, body: AsyncIterable<Buffer>, limit: number | null): Promise<void> {
-  for await (const chunk of body) {
+/** A body that sent nothing for too long: the upload is aborted with nothing acknowledged. */
+class StalledBodyError extends Error {}
+
+/**
+ * Streams a body into a write session, refusing (before writing) any chunk that would pass the declared
+ * end or the largest volume, and aborting a body that stalls longer than `idleMs`.
+ */
+async function pump(session: WriteSession, body: AsyncIterable<Buffer>, limit: number | null, maxVolumeBytes: number, idleMs: number): Promise<void> {
+  const iterator = body[Symbol.asyncIterator]()
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StalledBodyError(`no body bytes for ${idleMs} ms`)), idleMs)
+    })
+    let next: IteratorResult<Buffer>
+    try {
+      next = await Promise.race([iterator.next(), stalled])
+    } finally {
+      clearTimeout(timer)
+    }
+    if (next.done) return
+    const chunk = next.value
     if (limit !== null && session.position + chunk.length > limit) {
       throw problems.badRequest(`the body is longer than the ${limit - session.options.offset} bytes its Content-Range declares; nothing past the range was written`)
     }
+    if (session.position + chunk.length > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
     await session.write(chunk)
   }
 }
 
-function abortWith(session: WriteSession, err: unknown): never {
+/** Starts a write, turning a busy volume into 503 with Retry-After. */
+async function begin(volume: Volume, options: WriteOptions): Promise<WriteSession> {
+  try {
+    return await volume.beginWrite(options)
+  } catch (err) {
+    if (err instanceof VolumeBusyError) throw problems.unavailable(err.message, 1)
+    throw err
+  }
+}
+
+/** Refuses, before anything is written, a write whose declared end or size passes the largest volume. */
+function checkSize(options: WriteOptions, maxVolumeBytes: number): void {
+  const end = options.offset + (options.length ?? 0)
+  const size = typeof options.resizeTo === 'number' ? options.resizeTo : 0
+  if (end > maxVolumeBytes || size > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
+}
+
+function abortWith(session: WriteSession, err: unknown, request?: FastifyRequest): never {
   session.abort({ code: 'ABORTED', message: err instanceof Error && !(err instanceof WriteFailedError) ? err.message : 'write failed' })
+  if (err instanceof StalledBodyError) {
+    // Nothing more will come: drop the connection rather than wait for a body that never ends.
+    request?.raw.destroy()
+    throw problems.requestTimeout(err.message)
+  }
   if (err instanceof WriteFailedError) {
     throw problems.writeFailed(`no reading replica took the write: ${err.errors.map((e) => e.code).join(', ') || 'EIO'}`, err.group.id)
   }
@@ -212,16 +254,17 @@ export default async function dataRoutes(app: FastifyInstance): Promise<void> {
     const volume = volumeOr404(app, name)
     parseOr400(dataQuerySchema.omit({ replica: true }), request.query)
     const options = writeOptions(request)
+    checkSize(options, app.config.maxVolumeBytes)
     checkPreconditions(request, volume)
-    const session = await volume.beginWrite(options)
+    const session = await begin(volume, options)
     const limit = options.length === null ? null : options.offset + options.length
     try {
-      await pump(session, request.raw, limit)
+      await pump(session, request.raw, limit, app.config.maxVolumeBytes, app.config.bodyIdleTimeoutMs)
       if (limit !== null && session.position !== limit) {
         throw problems.badRequest(`the body ended after ${session.position - options.offset} of the ${options.length} bytes declared`)
       }
     } catch (err) {
-      abortWith(session, err)
+      abortWith(session, err, request)
     }
     return replyWritten(request, reply, volume, await session.finish())
   })
@@ -241,15 +284,17 @@ export default async function dataRoutes(app: FastifyInstance): Promise<void> {
           const value = String(part.value)
           if (!/^\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) throw problems.badRequest(`offset ${JSON.stringify(value)} is not a non-negative integer`)
           offset = Number(value)
+          // A POST writes into or appends to the content; an offset past its end would leave a hole of zeros.
+          if (offset > volume.size) throw problems.badRequest(`offset ${offset} is past the end of the volume (${volume.size} bytes)`)
           continue
         }
         if (offset === undefined) throw problems.badRequest('the offset field must come before the file parts')
-        session ??= await volume.beginWrite({ offset, length: null, resizeTo: null })
-        await pump(session, part.file, null)
+        session ??= await begin(volume, { offset, length: null, resizeTo: null })
+        await pump(session, part.file, null, app.config.maxVolumeBytes, app.config.bodyIdleTimeoutMs)
       }
       if (!session) throw problems.badRequest('the form has no file part')
     } catch (err) {
-      if (session) abortWith(session, err)
+      if (session) abortWith(session, err, request)
       throw err
     }
     return replyWritten(request, reply, volume, await session.finish())

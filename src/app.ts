@@ -1,12 +1,22 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import { ZodError } from 'zod'
 import dataRoutes from '../routes/data.js'
+import eventRoutes from '../routes/events.js'
 import healthRoutes from '../routes/health.js'
+import metricsRoutes from '../routes/metrics.js'
+import rangeRoutes from '../routes/ranges.js'
+import statusPageRoutes from '../routes/status-page.js'
 import operationRoutes from '../routes/operations.js'
 import replicaRoutes from '../routes/replicas.js'
 import volumeRoutes from '../routes/volumes.js'
+import { bearerMatches, OPEN_PATHS } from './auth.js'
 import type { Config } from './config.js'
+import { EventStream } from './event-stream.js'
 import { GroupRegistry } from './group-registry.js'
+import { Metrics } from './metrics.js'
 import { Problem, problems } from './problem.js'
 import { openLocalFile, type ReplicaFileOpener } from './replica-file.js'
 import { VolumeRegistry } from './volume-registry.js'
@@ -19,6 +29,13 @@ declare module 'fastify' {
     /** Resolves once every persisted volume is open (readiness). */
     volumesOpen: Promise<void>
     isReady: () => boolean
+    /** The engine's events, for GET /events. */
+    events: EventStream
+    metrics: Metrics
+  }
+  interface FastifyContextConfig {
+    /** false: leave the route out of the request duration histogram (event streams). */
+    metrics?: boolean
   }
 }
 
@@ -36,8 +53,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.logLevel, ...(options.logStream ? { stream: options.logStream } : {}) },
     exposeHeadRoutes: false,
-    bodyLimit: 1 << 20,
+    bodyLimit: config.maxJsonBytes,
     return503OnClosing: true,
+    // No overall request timeout: a healthy large upload is never cut; stalled bodies are caught per route.
+    requestTimeout: 0,
+    http: { maxHeaderSize: config.maxHeaderBytes, headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: 1_000 },
+    clientErrorHandler: answerClientError,
+    // The incoming X-Request-Id is validated in genReqId (Fastify's requestIdHeader would take it as is).
+    requestIdHeader: false,
+    requestIdLogLabel: 'requestId',
+    genReqId: requestIdOf,
   })
   const groups = new GroupRegistry({ retentionMs: config.groupRetentionMs, maxGroups: config.maxGroups, maxReadGroups: config.maxReadGroups })
   const volumes = new VolumeRegistry({
@@ -46,6 +71,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     groups,
     openFile: options.openFile ?? openLocalFile,
     log: app.log,
+    limits: { maxInflightWrites: config.maxInflightWrites, maxQueuedBytes: config.maxQueuedBytes },
   })
   let ready = false
   app.decorate('config', config)
@@ -60,17 +86,56 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   )
   const sweeper = setInterval(() => groups.sweep(), 30_000).unref()
 
+  // Observability: the event stream and the metrics follow every open volume.
+  const events = new EventStream({
+    replayWindow: config.eventsReplayWindow,
+    queueLimit: config.eventsQueueLimit,
+    heartbeatMs: config.eventsHeartbeatMs,
+    onDrop: () => metrics.eventClientsDropped.inc(),
+  })
+  const metrics = new Metrics({ volumes: () => volumes.list(), groups, subscribers: () => events.subscriberCount })
+  app.decorate('events', events)
+  app.decorate('metrics', metrics)
+  // The registry announces no new volume: each request looks, before its handler (a write is seen from its
+  // first event) and before its reply (a volume it created is followed before anyone learns its name).
+  const observeVolumes = () => {
+    for (const volume of volumes.list()) {
+      events.watch(volume)
+      metrics.watch(volume)
+    }
+  }
+  void app.volumesOpen.then(observeVolumes, () => {})
+  app.addHook('preHandler', async () => observeVolumes())
+  app.addHook('onSend', async (request, reply, payload) => {
+    observeVolumes()
+    reply.header('x-request-id', request.id)
+    return payload
+  })
+  app.addHook('onResponse', async (request, reply) => {
+    if (request.routeOptions.config?.metrics === false) return
+    metrics.observeRequest(request.method, request.routeOptions.url ?? '<unmatched>', reply.statusCode, reply.elapsedTime / 1000)
+  })
+
+  const token = config.authToken
+  if (token) {
+    app.addHook('onRequest', async (request) => {
+      if (!OPEN_PATHS.has(request.url.split('?')[0]) && !bearerMatches(request.headers.authorization, token)) throw problems.unauthorized()
+    })
+  }
+
   app.setErrorHandler((error: FastifyError | Problem | ZodError, request, reply) => {
     const problem = toProblem(error)
     if (problem.status >= 500) request.log.error({ err: error }, 'request failed')
     for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
-    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(problem.toJSON(request.url))))
+    const body = { ...problem.toJSON(request.url), requestId: request.id }
+    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(body)))
   })
   app.setNotFoundHandler((request, reply) => {
     const allow = allowedMethods(app, request.url)
     const problem = allow ? problems.methodNotAllowed(allow) : problems.notFound(`no route for ${request.method} ${request.url.split('?')[0]}`)
     for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
-    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(problem.toJSON(request.url))))
+    const body = { ...problem.toJSON(request.url), requestId: request.id }
+    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(body)))
   })
 
   await app.register(healthRoutes)
@@ -78,6 +143,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(operationRoutes)
   await app.register(replicaRoutes)
   await app.register(dataRoutes)
+  await app.register(rangeRoutes)
+  await app.register(eventRoutes)
+  await app.register(metricsRoutes)
+  await app.register(statusPageRoutes)
 
   app.addHook('onClose', async () => {
     clearInterval(sweeper)
@@ -85,6 +154,31 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await volumes.closeAll(config.shutdownGraceMs)
   })
   return app
+}
+
+/** A request id that is safe in a header and a log line: visible ASCII, at most 200 characters. */
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/
+
+/** The caller's X-Request-Id when it is one we can safely echo and log, else a new UUID. */
+export function requestIdOf(request: IncomingMessage): string {
+  const incoming = request.headers['x-request-id']
+  return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+}
+
+/** Errors Node's parser finds before any route runs (a head too large or too slow, bad framing) still get a problem. */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const problem =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new Problem(431, 'Request Header Fields Too Large', 'the request head is larger than the limit')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? problems.requestTimeout('the request head did not arrive in time')
+        : problems.badRequest('the request could not be parsed as HTTP/1.1')
+  const body = JSON.stringify(problem.toJSON())
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${problem.status} ${problem.title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
 }
 
 /** Every error becomes a problem; a 5xx never carries the error's own message (it may hold a path). */

@@ -21,6 +21,28 @@ export const configSchema = z.object({
   MAX_READ_GROUPS: positiveInt.default(1_000),
   /** Ranges one GET may ask for before the Range header is ignored. */
   MAX_RANGES: positiveInt.default(100),
+  /** With a token set, every route but /healthz and /readyz needs `Authorization: Bearer <token>`. */
+  AUTH_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Largest JSON request body (413 beyond). */
+  MAX_JSON_BYTES: positiveInt.default(1 << 20),
+  /** Largest request head (431 beyond). */
+  MAX_HEADER_BYTES: positiveInt.default(16 << 10),
+  /** Largest offset a write may reach, so the largest volume (413 beyond): 16 TiB. */
+  MAX_VOLUME_BYTES: positiveInt.max(Number.MAX_SAFE_INTEGER).default(2 ** 44),
+  /** Writes in flight per volume before new ones get 503 with Retry-After. */
+  MAX_INFLIGHT_WRITES: positiveInt.default(256),
+  /** Bytes a volume without a sync replica may hold in memory for its async replicas before new writes get 503. */
+  MAX_QUEUED_BYTES: positiveInt.default(64 << 20),
+  /** A connection that has not sent its whole head by then is closed. */
+  HEADERS_TIMEOUT_MS: positiveInt.default(20_000),
+  /** An upload that sends nothing for this long is aborted, with nothing acknowledged. */
+  BODY_IDLE_TIMEOUT_MS: positiveInt.default(30_000),
+  /** Event streams send a comment this often so proxies and clients see the connection alive. */
+  EVENTS_HEARTBEAT_MS: positiveInt.default(15_000),
+  /** Events kept for Last-Event-ID resumption. */
+  EVENTS_REPLAY_WINDOW: positiveInt.default(1_000),
+  /** Events queued for one stream client that is not reading before it is dropped. */
+  EVENTS_QUEUE_LIMIT: positiveInt.default(1_000),
 })
 
 export interface Config {
@@ -34,6 +56,17 @@ export interface Config {
   maxGroups: number
   maxReadGroups: number
   maxRanges: number
+  authToken: string | undefined
+  maxJsonBytes: number
+  maxHeaderBytes: number
+  maxVolumeBytes: number
+  maxInflightWrites: number
+  maxQueuedBytes: number
+  headersTimeoutMs: number
+  bodyIdleTimeoutMs: number
+  eventsHeartbeatMs: number
+  eventsReplayWindow: number
+  eventsQueueLimit: number
 }
 
 /** Thrown for a bad environment; the message names every bad variable. */
@@ -59,5 +92,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxGroups: e.MAX_GROUPS,
     maxReadGroups: e.MAX_READ_GROUPS,
     maxRanges: e.MAX_RANGES,
+    authToken: e.AUTH_TOKEN,
+    maxJsonBytes: e.MAX_JSON_BYTES,
+    maxHeaderBytes: e.MAX_HEADER_BYTES,
+    maxVolumeBytes: e.MAX_VOLUME_BYTES,
+    maxInflightWrites: e.MAX_INFLIGHT_WRITES,
+    maxQueuedBytes: e.MAX_QUEUED_BYTES,
+    headersTimeoutMs: e.HEADERS_TIMEOUT_MS,
+    bodyIdleTimeoutMs: e.BODY_IDLE_TIMEOUT_MS,
+    eventsHeartbeatMs: e.EVENTS_HEARTBEAT_MS,
+    eventsReplayWindow: e.EVENTS_REPLAY_WINDOW,
+    eventsQueueLimit: e.EVENTS_QUEUE_LIMIT,
   }
 }

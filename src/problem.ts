@@ -26,6 +26,7 @@ export const problems = {
   unauthorized: () => new Problem(401, 'Unauthorized', 'a valid bearer token is required', TYPE_BASE + 'unauthorized', { headers: { 'www-authenticate': 'Bearer' } }),
   notFound: (detail: string) => new Problem(404, 'Not Found', detail, TYPE_BASE + 'not-found'),
   methodNotAllowed: (allow: string) => new Problem(405, 'Method Not Allowed', `allowed methods: ${allow}`, TYPE_BASE + 'method-not-allowed', { headers: { allow } }),
+  requestTimeout: (detail: string) => new Problem(408, 'Request Timeout', detail, TYPE_BASE + 'request-timeout'),
   conflict: (detail: string) => new Problem(409, 'Conflict', detail, TYPE_BASE + 'conflict'),
   lengthRequired: (detail: string) => new Problem(411, 'Length Required', detail, TYPE_BASE + 'length-required'),
   preconditionFailed: (detail: string) => new Problem(412, 'Precondition Failed', detail, TYPE_BASE + 'precondition-failed'),

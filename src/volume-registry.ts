@@ -15,6 +15,7 @@ export interface VolumeRegistryOptions {
   groups: GroupRegistry
   openFile: ReplicaFileOpener
   log: VolumeDeps['log']
+  limits?: VolumeDeps['limits']
 }
 
 /** A request that conflicts with the volumes as they are. */
@@ -39,7 +40,7 @@ export class VolumeRegistry {
   }
 
   private deps(): VolumeDeps {
-    return { journalDir: this.journalDir, groups: this.options.groups, openFile: this.options.openFile, log: this.options.log }
+    return { journalDir: this.journalDir, groups: this.options.groups, openFile: this.options.openFile, log: this.options.log, limits: this.options.limits }
   }
 
   get(name: string): Volume | undefined {

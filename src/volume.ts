@@ -14,7 +14,20 @@ import { TrackedGroup, type ReplicaOperationEvent } from './tracked-group.js'
 import { WriteBehind } from './write-behind.js'
 import { WriteSession, type WriteOptions } from './write-session.js'
 
+export interface VolumeLimits {
+  /** Writes in flight before new ones are refused. */
+  maxInflightWrites: number
+  /** Bytes held in memory for async replicas (only without a sync replica) before new writes are refused. */
+  maxQueuedBytes: number
+}
+
+export const DEFAULT_LIMITS: VolumeLimits = { maxInflightWrites: 256, maxQueuedBytes: 64 << 20 }
+
+/** A write refused because the volume is at a limit; the client should retry shortly. */
+export class VolumeBusyError extends Error {}
+
 export interface VolumeDeps {
+  limits?: VolumeLimits
   journalDir: string
   groups: GroupRegistry
   openFile: ReplicaFileOpener
@@ -28,6 +41,8 @@ export interface VolumeEvents {
   replicaState: [{ volume: string; replica: string; state: string; error: IoError | null }]
   /** No write is in flight and no replica has anything to copy. */
   idle: [{ volume: string }]
+  /** Write-behind copied `bytes` onto a replica (for metrics). */
+  copied: [{ volume: string; replica: string; bytes: number }]
 }
 
 /** No replica could serve a read. */
@@ -61,6 +76,8 @@ export class Volume extends EventEmitter<VolumeEvents> {
   /** Writes in flight, for a close that waits for them. */
   private readonly sessions = new Set<WriteSession>()
   private quietWaiters: Array<() => void> = []
+  /** Bytes of buffered writes (no sync replica) still waiting in replicas' lanes. */
+  bufferedBytes = 0
   private closing = false
 
   private constructor(
@@ -144,7 +161,10 @@ export class Volume extends EventEmitter<VolumeEvents> {
       size: () => this.size,
       fsync: this.spec.durability === 'fsync',
       sourceFailed: (source, err) => this.replicaFailed(source, err),
-      onCopy: () => this.emitIdleIfQuiet(),
+      onCopy: (target, start, end) => {
+        this.emit('copied', { volume: this.name, replica: target.id, bytes: end - start })
+        this.emitIdleIfQuiet()
+      },
       idle: () => this.quietOrAfter(RESYNC_YIELD_MS),
     })
     this.copiers.set(replica, copier)
@@ -196,7 +216,10 @@ export class Volume extends EventEmitter<VolumeEvents> {
 
   /** Starts a write; the caller streams chunks into it and finishes it. Throws while closing. */
   async beginWrite(options: WriteOptions): Promise<WriteSession> {
-    if (this.closing) throw new Error('volume is closing')
+    if (this.closing) throw new VolumeBusyError(`volume ${this.name} is closing`)
+    const limits = this.deps.limits ?? DEFAULT_LIMITS
+    if (this.sessions.size >= limits.maxInflightWrites) throw new VolumeBusyError(`volume ${this.name} has ${this.sessions.size} writes in flight`)
+    if (this.bufferedBytes >= limits.maxQueuedBytes) throw new VolumeBusyError(`volume ${this.name} holds ${this.bufferedBytes} bytes for its async replicas`)
     this.bump()
     const session = new WriteSession(this, options)
     this.sessions.add(session)
@@ -326,8 +349,9 @@ export class Volume extends EventEmitter<VolumeEvents> {
     this.wakeCopiers()
   }
 
+  /** Wakes every replica's write-behind to look again at its work, its size and its source. */
   wakeCopiers(): void {
-    for (const copier of this.copiers.values()) copier.wake()
+    for (const copier of this.copiers.values()) copier.wake(true)
   }
 
   private emitIdleIfQuiet(): void {

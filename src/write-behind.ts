@@ -32,6 +32,9 @@ export class WriteBehind {
   /** Ends a throttle pause early; only stop() uses it, so new writes never shorten a pause. */
   private endPause: (() => void) | undefined
   private stopping = false
+  private signalled = false
+  /** Whether the replica's size or resync state may need settling when the copy queue next runs dry. */
+  private needsSettle = true
   private loop: Promise<void> | undefined
 
   constructor(
@@ -47,10 +50,13 @@ export class WriteBehind {
   }
 
   /** Something changed: new pending bytes, a new source, a resync request. */
-  wake(): void {
+  wake(recheckSize = false): void {
+    if (recheckSize) this.needsSettle = true
     const wake = this.wakeUp
     this.wakeUp = undefined
-    wake?.()
+    // Remembered when the loop is busy, so a wake during a copy or a settle is never lost.
+    if (wake) wake()
+    else this.signalled = true
   }
 
   /** Stops after the copy in progress; what is left stays pending (and in the journal). */
@@ -62,8 +68,12 @@ export class WriteBehind {
     this.buffer = undefined
   }
 
-  /** Waits for wake(). */
+  /** Waits for wake(), unless one came while the loop was busy. */
   private sleep(): Promise<void> {
+    if (this.signalled || this.stopping) {
+      this.signalled = false
+      return Promise.resolve()
+    }
     return new Promise((resolve) => (this.wakeUp = resolve))
   }
 
@@ -84,7 +94,7 @@ export class WriteBehind {
       const source = replica.failed ? undefined : this.host.source(replica)
       const next = source ? this.pick() : undefined
       if (!source || !next) {
-        if (source && replica.copying === null && replica.pending.isEmpty) await this.settle()
+        if (source && this.needsSettle && replica.copying === null && replica.pending.isEmpty) await this.settle()
         await this.sleep()
         continue
       }
@@ -137,12 +147,14 @@ export class WriteBehind {
       return
     }
     this.cursor = end
+    this.needsSettle = true
     replica.copied(start, end)
     this.host.onCopy?.(replica, start, end)
   }
 
   /** Nothing left to copy: match the volume's size and leave resync. */
   private async settle(): Promise<void> {
+    this.needsSettle = false
     const replica = this.replica
     try {
       const size = this.host.size()

@@ -88,9 +88,10 @@ export class WriteSession {
     if (this.buffered) this.queueBuffered(chunk, start)
     else await this.writeDirect(chunk, start, end)
     for (const r of this.behind) {
-      if (!this.buffered || r.failed) r.markPending(start, end)
+      if (this.buffered && !r.failed) continue
+      r.markPending(start, end)
+      this.volume.copier(r)?.wake()
     }
-    if (!this.buffered) this.volume.wakeCopiers()
     this.position = end
     if (end > this.volume.size) this.volume.size = end
     this.volume.bump()
@@ -121,12 +122,14 @@ export class WriteSession {
   private queueBuffered(chunk: Buffer, start: number): void {
     const live = this.behind.filter((r) => !r.failed)
     for (const r of live) this.group.start(this.ops.get(r)!)
+    this.volume.bufferedBytes += chunk.length * live.length
     const queued = this.volume.mirror.writeAt(chunk, start, this.group, live.map((r) => r.file!))
     this.bufferedOps.push(
       queued.then((g) =>
         Promise.all(
           g.operations.map((op: Operation<TrackedGroup, Replica>, i) =>
             op.whenDone.then(() => {
+              this.volume.bufferedBytes -= chunk.length
               const r = live[i]
               const agg = this.ops.get(r)!
               if (op.error) {

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-const dockerfilePath = join(root, 'Dockerfile')
+/** FILEMIRROR_DOCKERFILE points the checks at another Dockerfile (to see them fail on a broken one). */
+const dockerfilePath = process.env.FILEMIRROR_DOCKERFILE ?? join(root, 'Dockerfile')
 
 // ---------------------------------------------------------------- parsing
 
@@ -410,7 +411,9 @@ t.test('the runtime stage: production dependencies, the compiled output, a non-r
   t.ok(fromBuild.every((c) => c.from === buildStage.name), `COPY --from names the build stage (${buildStage.name})`)
   t.notOk(copies.some((c) => c.sources.some((s) => /node_modules/.test(s))), 'node_modules is never copied in (dev dependencies would come along)')
   const targets = copies.flatMap((c) => c.sources.map((s) => (c.destIsDir ? posix.join(c.dest, posix.basename(s)) : c.dest)))
-  for (const wanted of ['/app/package.json', '/app/package-lock.json', '/app/dist', '/app/openapi.yaml']) {
+  // What the compiled routes read at run time, relative to dist/routes/: the API description and the status page.
+  const assets = ['openapi.yaml', 'public'].filter((a) => existsSync(join(root, a))).map((a) => `/app/${a}`)
+  for (const wanted of ['/app/package.json', '/app/package-lock.json', '/app/dist', ...assets]) {
     t.ok(targets.includes(wanted), `the runtime stage COPYs ${wanted}`)
   }
 
@@ -466,7 +469,7 @@ t.test('.dockerignore keeps installed, built and local files out, and the source
   for (const out of ['node_modules', 'node_modules/fastify/package.json', 'dist/src/server.js', 'data/volume.img', '.git/HEAD', '.tap/test-results/x.tap', 'coverage/lcov.info']) {
     t.ok(ignored(out), `${out} is kept out`)
   }
-  const needed = ['package.json', 'package-lock.json', 'tsconfig.json', 'src/server.ts', 'src/app.ts', 'routes/health.ts', 'openapi.yaml']
+  const needed = ['package.json', 'package-lock.json', 'tsconfig.json', 'src/server.ts', 'src/app.ts', 'routes/health.ts', 'openapi.yaml', 'public/status.html']
   for (const file of needed) t.notOk(ignored(file), `${file} is in the build context`)
   for (const copy of copiesOf(runtime).filter((c) => c.from === undefined)) {
     for (const source of copy.sources) t.notOk(ignored(source), `${source} (COPY at line ${copy.line}) is in the build context`)
@@ -579,10 +582,15 @@ t.test('the runtime stage, replayed: its CMD serves from the built output with p
   t.equal(healthz.status, 200, 'GET /healthz is 200')
   const readyz = await waitFor200(`${base}/readyz`, deadline)
   t.equal(readyz.status, 200, 'GET /readyz is 200')
-  if (existsSync(join(app, 'openapi.yaml'))) {
+  if (existsSync(join(root, 'openapi.yaml'))) {
     const spec = await fetch(`${base}/openapi.yaml`)
     t.equal(spec.status, 200, 'GET /openapi.yaml finds /app/openapi.yaml next to /app/dist')
     t.match(await spec.text(), /openapi:/, 'and serves it')
+  }
+  if (existsSync(join(root, 'public', 'status.html'))) {
+    const page = await fetch(`${base}/`)
+    t.equal(page.status, 200, 'GET / finds the status page in /app/public')
+    t.match(page.headers.get('content-type') ?? '', /text\/html/, 'and serves it as HTML')
   }
 
   // The dependencies behind a real request are there: create a volume, write, read back.

@@ -48,20 +48,11 @@ export async function makeApp(t: TestLike, env: Record<string, string> = {}, opt
 
 const closing = new WeakMap<FastifyInstance, Promise<void>>()
 
-/**
- * Closes an app once, however many teardowns ask.
- *
- * Works around a lost wake-up in src/write-behind.ts (see the todo test "closing right after
- * write-behind caught up" in operations.test.ts): a copier that is settling when close() stops it
- * then sleeps forever and app.close() never resolves. Waking the copiers again until the close is
- * done lets the suite finish; the bug itself stays reported by that test.
- */
+/** Closes an app once, however many teardowns ask. */
 export function closeOnce(app: FastifyInstance): Promise<void> {
   let done = closing.get(app)
   if (!done) {
-    const volumes = app.volumes?.list() ?? []
-    const nudger = setInterval(() => volumes.forEach((v) => v.wakeCopiers()), 50)
-    done = app.close().finally(() => clearInterval(nudger))
+    done = app.close()
     closing.set(app, done)
   }
   return done
@@ -279,6 +270,8 @@ export interface Faults {
   read?: boolean
   write?: boolean
   size?: boolean
+  /** Awaited before every size() call: lets a test hold a replica inside a size check. */
+  sizeGate?: () => Promise<void>
 }
 
 /**
@@ -293,7 +286,11 @@ export function faultyOpener(faultsFor: (path: string) => Faults | undefined): R
       path,
       read: (buffer, offset) => (faultsFor(path)?.read ? Promise.reject(fail('read')) : inner.read(buffer, offset)),
       write: (buffer, offset) => (faultsFor(path)?.write ? Promise.reject(fail('write')) : inner.write(buffer, offset)),
-      size: () => (faultsFor(path)?.size ? Promise.reject(fail('fstat')) : inner.size()),
+      size: async () => {
+        await faultsFor(path)?.sizeGate?.()
+        if (faultsFor(path)?.size) throw fail('fstat')
+        return inner.size()
+      },
       truncate: (size) => inner.truncate(size),
       sync: () => inner.sync(),
       close: () => inner.close(),

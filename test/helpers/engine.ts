@@ -72,6 +72,9 @@ class Gate {
   }
 }
 
+/** Orders events across every HookFile: which came last. */
+let sequence = 0
+
 export interface WriteRecord {
   offset: number
   length: number
@@ -90,6 +93,9 @@ export class HookFile implements ReplicaFile {
   reads = 0
   syncs = 0
   truncates: number[] = []
+  /** Sequence numbers of the last completed write and size() call. */
+  lastWriteSeq = 0
+  lastSizeSeq = 0
   /** When set, every read fails with it. */
   readError: NodeJS.ErrnoException | null = null
   /** Called (synchronously) when a write has been handed to this file, before it is held or applied. */
@@ -109,21 +115,30 @@ export class HookFile implements ReplicaFile {
     this.changes.emit('change')
   }
 
-  /** Resolves once `predicate` holds, re-checked after every call on this file. */
+  /**
+   * Resolves once `predicate` holds, re-checked after every call on this file, one event-loop turn
+   * later (so the caller of that call has run on with its result).
+   */
   until(predicate: () => boolean, ms = SOON_MS, what = 'a file condition'): Promise<void> {
     if (predicate()) return Promise.resolve()
+    let listener: (() => void) | undefined
     return within(
       new Promise<void>((resolve) => {
-        const check = () => {
-          if (!predicate()) return
-          this.changes.off('change', check)
-          resolve()
-        }
-        this.changes.on('change', check)
+        listener = () =>
+          setImmediate(() => {
+            if (!listener || !predicate()) return
+            this.changes.off('change', listener)
+            listener = undefined
+            resolve()
+          })
+        this.changes.on('change', listener)
       }),
       ms,
       what,
-    )
+    ).finally(() => {
+      if (listener) this.changes.off('change', listener)
+      listener = undefined
+    })
   }
 
   async read(buffer: Buffer, offset: number): Promise<number> {
@@ -142,13 +157,23 @@ export class HookFile implements ReplicaFile {
     await this.writeGate.pass()
     const n = await this.inner.write(buffer, offset)
     this.writes.push({ offset, length: n, at: performance.now() })
+    this.lastWriteSeq = ++sequence
     this.changed()
     return n
   }
 
   async size(): Promise<number> {
     await this.sizeGate.pass()
-    return this.inner.size()
+    const size = await this.inner.size()
+    this.lastSizeSeq = ++sequence
+    // Emitted before the caller resumes: listeners must not assume the caller has seen the size yet.
+    this.changed()
+    return size
+  }
+
+  /** A copier that checked this file's size after its last write has caught up (or is about to sleep). */
+  get sizedSinceLastWrite(): boolean {
+    return this.lastSizeSeq > this.lastWriteSeq
   }
 
   async truncate(size: number): Promise<void> {
@@ -295,6 +320,41 @@ export async function readVolume(volume: Volume, offset: number, length: number,
   const bytes = Buffer.alloc(length)
   const n = await volume.readInto(bytes, offset, group, replica)
   return { bytes, n }
+}
+
+/**
+ * Resolves once every replica that has a source to copy from has nothing pending or being copied
+ * and its copier has gone back to sleep (its settle step, which asks the file size, is over).
+ * Needed before a test writes again: a wake() during settle() is lost (see write-behind.test.ts).
+ */
+export async function copiersAsleep(volume: Volume, files: Map<string, HookFile>, ms = SOON_MS): Promise<void> {
+  const ready = () =>
+    volume.replicas.every((r) => {
+      if (r.failed || !volume.source(r)) return true
+      return r.pending.isEmpty && r.copying === null && files.get(r.id)!.sizedSinceLastWrite
+    })
+  if (!ready()) {
+    let listener: (() => void) | undefined
+    await within(
+      new Promise<void>((resolve) => {
+        listener = () =>
+          setImmediate(() => {
+            if (!listener || !ready()) return
+            for (const f of files.values()) f.changes.off('change', listener)
+            listener = undefined
+            resolve()
+          })
+        for (const f of files.values()) f.changes.on('change', listener)
+      }),
+      ms,
+      'every copier to catch up and sleep',
+    ).finally(() => {
+      if (listener) for (const f of files.values()) f.changes.off('change', listener)
+      listener = undefined
+    })
+  }
+  // The copier resumes from size() and goes to sleep within microtasks: a few turns are plenty.
+  await turns(3)
 }
 
 /** Resolves once the volume has nothing left to copy; rejects after `ms`. */

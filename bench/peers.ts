@@ -1,0 +1,235 @@
+/**
+ * The servers the benchmark compares: nginx, Apache httpd with mod_dav, @fastify/static, and filemirror itself.
+ * Each runs on its own loopback port with a private configuration in a temporary directory, serving the one shared file.
+ */
+import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { freePort, spawnLogged, stopChild, waitForHttp, type Started } from './proc.js'
+
+export interface Server {
+  /** Column name in the tables. */
+  name: string
+  /** http://127.0.0.1:port */
+  base: string
+  /** Root pid; peak RSS sums it and its descendants. */
+  pid: number
+  logPath: string
+  stop(): Promise<void>
+}
+
+/** Whether peers log every request (their stock Debian configuration does, and so does filemirror at LOG_LEVEL=info). */
+const PEER_LOGS = process.env.BENCH_PEER_LOGS !== '0'
+
+function which(cmd: string): string | null {
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : null
+}
+
+/** nginx, apache2 (with mod_dav_fs) and wrk: found on PATH or installed from the Debian packages (needs root). */
+export function ensurePeers(): { nginx: string; apache: string; wrk: string } {
+  const missing = (): string[] => {
+    const m: string[] = []
+    if (!which('nginx')) m.push('nginx')
+    if (!which('apache2') || !existsSync(apacheModule('mod_dav_fs.so'))) m.push('apache2')
+    if (!which('wrk')) m.push('wrk')
+    return m
+  }
+  const need = missing()
+  if (need.length > 0) {
+    if (process.getuid?.() !== 0) throw new Error(`missing ${need.join(', ')}: install them (apt-get install -y ${need.join(' ')}) or run as root`)
+    console.error(`installing ${need.join(' ')} ...`)
+    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' })
+    execFileSync('apt-get', ['install', '-y', '-qq', ...need], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+    const still = missing()
+    if (still.length > 0) throw new Error(`still missing after apt-get: ${still.join(', ')}`)
+  }
+  return { nginx: which('nginx')!, apache: which('apache2')!, wrk: which('wrk')! }
+}
+
+function apacheModule(file: string): string {
+  return join('/usr/lib/apache2/modules', file)
+}
+
+export function versions(): Record<string, string> {
+  const v = (cmd: string, args: string[], re: RegExp) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' })
+    return re.exec(`${r.stdout}${r.stderr}`)?.[1] ?? '?'
+  }
+  let fastifyStatic = '?'
+  try {
+    fastifyStatic = execFileSync(process.execPath, ['-p', "require('@fastify/static/package.json').version"], { encoding: 'utf8', cwd: projectRoot() }).trim()
+  } catch {
+    // not installed
+  }
+  return {
+    nginx: v('nginx', ['-v'], /nginx\/(\S+)/),
+    apache: v('apache2', ['-v'], /Apache\/(\S+)/),
+    wrk: v('wrk', ['-v'], /wrk (\S+)/),
+    '@fastify/static': fastifyStatic,
+  }
+}
+
+/** The repository root (dist/bench/.. /..). */
+export function projectRoot(): string {
+  return fileURLToPath(new URL('../../', import.meta.url))
+}
+
+export async function startNginx(work: string, dataDir: string): Promise<Server> {
+  const dir = join(work, 'nginx')
+  mkdirSync(dir, { recursive: true })
+  const port = await freePort()
+  const conf = join(dir, 'nginx.conf')
+  writeFileSync(
+    conf,
+    `# Stock-like nginx: static module, sendfile, ranges; keep-alive not capped so wrk measures requests, not reconnects.
+worker_processes auto;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  default_type application/octet-stream;
+  ${PEER_LOGS ? `access_log ${dir}/access.log;` : 'access_log off;'}
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    root ${dataDir};
+    location / { }
+  }
+}
+`,
+  )
+  const started = spawnLogged('nginx', ['-c', conf, '-p', dir + '/', '-e', `${dir}/error.log`], join(dir, 'stdout.log'))
+  await waitForHttp(`http://127.0.0.1:${port}/`, 20_000, started.alive)
+  return server('nginx', port, started, join(dir, 'access.log'), 'SIGQUIT')
+}
+
+export async function startApache(work: string, dataDir: string): Promise<Server> {
+  const dir = join(work, 'apache')
+  mkdirSync(dir, { recursive: true, mode: 0o777 })
+  const port = await freePort()
+  const conf = join(dir, 'httpd.conf')
+  writeFileSync(
+    conf,
+    `# Apache httpd 2.4, mpm_event with Debian's stock sizes, mod_dav_fs taking PUT (with Content-Range) on the data directory.
+ServerRoot "${dir}"
+DefaultRuntimeDir "${dir}"
+ServerName localhost
+Listen 127.0.0.1:${port}
+PidFile ${dir}/httpd.pid
+ErrorLog ${dir}/error.log
+LogLevel warn
+LoadModule mpm_event_module ${apacheModule('mod_mpm_event.so')}
+LoadModule authz_core_module ${apacheModule('mod_authz_core.so')}
+LoadModule dav_module ${apacheModule('mod_dav.so')}
+LoadModule dav_fs_module ${apacheModule('mod_dav_fs.so')}
+StartServers 2
+MinSpareThreads 25
+MaxSpareThreads 75
+ThreadLimit 64
+ThreadsPerChild 25
+MaxRequestWorkers 150
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 65
+User www-data
+Group www-data
+DocumentRoot "${dataDir}"
+DavLockDB ${dir}/davlock
+<Directory "${dataDir}">
+  Dav On
+  Require all granted
+</Directory>
+LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{Referer}i\\" \\"%{User-Agent}i\\"" combined
+${PEER_LOGS ? `CustomLog ${dir}/access.log combined` : ''}
+`,
+  )
+  const started = spawnLogged('apache2', ['-f', conf, '-DFOREGROUND'], join(dir, 'stdout.log'))
+  await waitForHttp(`http://127.0.0.1:${port}/`, 20_000, started.alive)
+  return server('apache', port, started, join(dir, 'access.log'), 'SIGTERM')
+}
+
+/** @fastify/static on Fastify 5 with Fastify's default request logging to a file (bench/static-server.ts). */
+export async function startFastifyStatic(work: string, dataDir: string): Promise<Server> {
+  const dir = join(work, 'fastify-static')
+  mkdirSync(dir, { recursive: true })
+  const port = await freePort()
+  const entry = fileURLToPath(new URL('./static-server.js', import.meta.url))
+  const logPath = join(dir, 'server.log')
+  const started = spawnLogged(process.execPath, [entry], logPath, {
+    env: { ...process.env, PORT: String(port), STATIC_ROOT: dataDir, LOG_LEVEL: PEER_LOGS ? 'info' : 'silent' },
+  })
+  await waitForHttp(`http://127.0.0.1:${port}/`, 20_000, started.alive)
+  return server('@fastify/static', port, started, logPath, 'SIGTERM')
+}
+
+export interface FilemirrorOptions {
+  /** Column name. */
+  name?: string
+  /** The service's own DATA_DIR (configuration, journals); replicas live under `storageRoot`. */
+  dataDir: string
+  storageRoot: string
+  /** Extra environment (MAX_GROUPS, LOG_LEVEL...). */
+  env?: Record<string, string>
+  /** Extra node flags, e.g. --cpu-prof. */
+  nodeArgs?: string[]
+  logPath: string
+}
+
+/** The compiled service (dist/src/server.js, or BENCH_SERVER), in its production configuration unless `env` says otherwise. */
+export function serverEntry(): string {
+  return process.env.BENCH_SERVER ?? fileURLToPath(new URL('../src/server.js', import.meta.url))
+}
+
+export async function startFilemirror(options: FilemirrorOptions): Promise<Server> {
+  const port = await freePort()
+  mkdirSync(options.dataDir, { recursive: true })
+  const started = spawnLogged(process.execPath, [...(options.nodeArgs ?? []), serverEntry()], options.logPath, {
+    cwd: options.dataDir,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      DATA_DIR: options.dataDir,
+      STORAGE_ROOTS: options.storageRoot,
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
+      SHUTDOWN_GRACE_MS: '0',
+      ...options.env,
+    },
+  })
+  await waitForHttp(`http://127.0.0.1:${port}/readyz`, 30_000, started.alive)
+  return server(options.name ?? 'filemirror', port, started, options.logPath, 'SIGTERM')
+}
+
+function server(name: string, port: number, started: Started, logPath: string, signal: NodeJS.Signals): Server {
+  return {
+    name,
+    base: `http://127.0.0.1:${port}`,
+    pid: started.child.pid!,
+    logPath,
+    stop: () => stopChild(started, 15_000, signal),
+  }
+}
+
+/** PUT /volumes/{name} with the given replicas; throws unless 200/201. */
+export async function createVolume(server: Server, name: string, replicas: unknown[]): Promise<unknown> {
+  const res = await fetch(`${server.base}/volumes/${name}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ replicas }),
+  })
+  const body = await res.json()
+  if (res.status !== 200 && res.status !== 201) throw new Error(`creating volume ${name}: ${res.status} ${JSON.stringify(body)}`)
+  return body
+}

@@ -1,0 +1,118 @@
+/** Process helpers for the benchmark: free ports, waiting for a server, peak RSS (VmHWM) of a process tree. */
+import { type ChildProcess, spawn, type SpawnOptions } from 'node:child_process'
+import { openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.unref()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Polls `url` until it answers (any status below 500), or throws after `timeoutMs`. */
+export async function waitForHttp(url: string, timeoutMs = 20_000, alive?: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    if (alive && !alive()) throw new Error(`process for ${url} exited before it answered`)
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) })
+      await res.arrayBuffer()
+      if (res.status < 500) return
+      last = new Error(`status ${res.status}`)
+    } catch (err) {
+      last = err
+    }
+    await sleep(50)
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms: ${String(last)}`)
+}
+
+/** The pid and every descendant (nginx and Apache workers), from /proc. */
+export function processTree(root: number): number[] {
+  const children = new Map<number, number[]>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      const list = children.get(ppid) ?? []
+      list.push(Number(entry))
+      children.set(ppid, list)
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  const out: number[] = []
+  const walk = (pid: number) => {
+    out.push(pid)
+    for (const c of children.get(pid) ?? []) walk(c)
+  }
+  walk(root)
+  return out
+}
+
+function statusField(pid: number, field: string): number {
+  try {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) / 1024 : 0
+  } catch {
+    return 0
+  }
+}
+
+/** Summed peak RSS (VmHWM, MiB) of a process tree. Shared pages (code, page-cache mappings) count once per process. */
+export function peakRssMiB(root: number): number {
+  return processTree(root).reduce((n, pid) => n + statusField(pid, 'VmHWM'), 0)
+}
+
+/** Resets VmHWM to the current RSS for every process of the tree (Linux >= 4.0, needs ptrace rights: root or same user). */
+export function resetPeakRss(root: number): boolean {
+  let ok = true
+  for (const pid of processTree(root)) {
+    try {
+      writeFileSync(`/proc/${pid}/clear_refs`, '5')
+    } catch {
+      ok = false
+    }
+  }
+  return ok
+}
+
+export interface Started {
+  child: ChildProcess
+  exited: Promise<number | null>
+  alive: () => boolean
+}
+
+/** Spawns with stdout/stderr appended to `logPath` (the way a service logs to a file in production). */
+export function spawnLogged(command: string, args: string[], logPath: string, options: SpawnOptions = {}): Started {
+  const fd = openSync(logPath, 'a')
+  const child = spawn(command, args, { ...options, stdio: ['ignore', fd, fd] })
+  let running = true
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      running = false
+      resolve(code)
+    }),
+  )
+  return { child, exited, alive: () => running }
+}
+
+/** SIGTERM (or `signal`), then SIGKILL after `graceMs`. */
+export async function stopChild(started: Started, graceMs = 15_000, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!started.alive()) return
+  started.child.kill(signal)
+  const timer = setTimeout(() => started.child.kill('SIGKILL'), graceMs)
+  await started.exited
+  clearTimeout(timer)
+}

@@ -1,0 +1,500 @@
+/**
+ * `npm run bench`: filemirror against nginx, Apache httpd (mod_dav) and @fastify/static on one shared file,
+ * run alternately, plus the streaming-memory and flat-cost checks. Prints markdown tables and the ratios
+ * against the targets, and writes them to bench/RESULTS.md with a description of the machine.
+ *
+ * Environment: BENCH_SECONDS (5) per measured run, BENCH_ROUNDS (2), BENCH_WARMUP (2) seconds,
+ * BENCH_FILE_MIB (256), BENCH_STREAM_MIB (1024), BENCH_GROUPS (100000), BENCH_BIG_GIB (4),
+ * BENCH_ONLY (comma list of main,mirror,flat,stream), BENCH_KEEP=1 keeps the work directory,
+ * BENCH_PEER_LOGS=0 turns access logs off for every peer, BENCH_LOG_LEVEL (info) for filemirror,
+ * BENCH_SERVER (path of a compiled server.js), BENCH_RESULTS (where to write RESULTS.md; "-" for nowhere).
+ */
+import { randomBytes, randomFillSync, randomInt } from 'node:crypto'
+import { chmodSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import http from 'node:http'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createVolume, ensurePeers, projectRoot, startApache, startFastifyStatic, startFilemirror, startNginx, versions, type Server } from './peers.js'
+import { peakRssMiB, resetPeakRss, sleep } from './proc.js'
+import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
+
+const env = process.env
+const SECONDS = Number(env.BENCH_SECONDS ?? 5)
+const ROUNDS = Number(env.BENCH_ROUNDS ?? 2)
+const WARMUP = Number(env.BENCH_WARMUP ?? 2)
+const FILE_SIZE = Number(env.BENCH_FILE_MIB ?? 256) * (1 << 20)
+const STREAM_BYTES = Number(env.BENCH_STREAM_MIB ?? 1024) * (1 << 20)
+const GROUPS = Number(env.BENCH_GROUPS ?? 100_000)
+const BIG_SIZE = Number(env.BENCH_BIG_GIB ?? 4) * (1 << 30)
+const ONLY = new Set((env.BENCH_ONLY ?? 'main,mirror,flat,stream').split(',').map((s) => s.trim()))
+const MIRROR_RATE = 8 << 20
+const KiB4 = 4096
+const MiB1 = 1 << 20
+const CONNECTIONS = 32
+const THREADS = 2
+
+const FM_PATH = '/volumes/bench/data'
+const PEER_PATH = '/bench.img'
+
+// --- work directory and the shared file -------------------------------------------------------------
+
+const work = mkdtempSync(join(tmpdir(), 'fm-bench-'))
+const dataDir = join(work, 'data')
+const luaDir = join(work, 'lua')
+mkdirSync(dataDir, { recursive: true })
+mkdirSync(luaDir)
+// Apache's workers run as www-data and nginx's as nobody: the shared directory and file are world-writable.
+chmodSync(work, 0o755)
+chmodSync(dataDir, 0o777)
+const benchFile = join(dataDir, 'bench.img')
+
+function makeRandomFile(path: string, size: number): void {
+  const fd = openSync(path, 'w', 0o666)
+  const chunk = Buffer.allocUnsafe(4 << 20)
+  for (let at = 0; at < size; at += chunk.length) {
+    randomFillSync(chunk)
+    writeSync(fd, chunk, 0, Math.min(chunk.length, size - at), at)
+  }
+  closeSync(fd)
+  chmodSync(path, 0o666)
+}
+
+function makeSparseFile(path: string, size: number): void {
+  const fd = openSync(path, 'w', 0o666)
+  ftruncateSync(fd, size)
+  closeSync(fd)
+  chmodSync(path, 0o666)
+}
+
+function readFileAt(path: string, offset: number, length: number): Buffer {
+  const fd = openSync(path, 'r')
+  const buffer = Buffer.alloc(length)
+  readSync(fd, buffer, 0, length, offset)
+  closeSync(fd)
+  return buffer
+}
+
+// --- servers, cleaned up on any exit --------------------------------------------------------------
+
+const running = new Set<Server>()
+async function track(start: Promise<Server>): Promise<Server> {
+  const server = await start
+  running.add(server)
+  return server
+}
+async function stop(server: Server): Promise<void> {
+  running.delete(server)
+  await server.stop()
+}
+async function stopAll(): Promise<void> {
+  await Promise.all([...running].map((s) => stop(s)))
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    void stopAll().finally(() => {
+      if (env.BENCH_KEEP !== '1') rmSync(work, { recursive: true, force: true })
+      process.exit(130)
+    })
+  })
+}
+
+function fmServer(name: string, dir: string, extraEnv: Record<string, string> = {}): Promise<Server> {
+  const fmDir = join(work, dir)
+  return track(startFilemirror({ name, dataDir: fmDir, storageRoot: dataDir, logPath: join(fmDir, 'server.log'), env: extraEnv }))
+}
+
+// --- sanity: every server really serves and writes the shared file ------------------------------------
+
+async function checkGet(server: Server, path: string, file: string, size: number): Promise<void> {
+  const block = 4096
+  const offset = randomInt(0, size / block) * block
+  const res = await fetch(`${server.base}${path}`, { headers: { range: `bytes=${offset}-${offset + block - 1}` } })
+  const body = Buffer.from(await res.arrayBuffer())
+  if (res.status !== 206 || !body.equals(readFileAt(file, offset, block))) throw new Error(`${server.name}: GET ${path} range at ${offset} gave ${res.status}, ${body.length} bytes, not the file's bytes`)
+}
+
+async function checkPut(server: Server, path: string, file: string, size: number): Promise<void> {
+  const block = 4096
+  const offset = randomInt(0, size / block) * block
+  const bytes = randomBytes(block)
+  const res = await fetch(`${server.base}${path}`, {
+    method: 'PUT',
+    headers: { 'content-range': `bytes ${offset}-${offset + block - 1}/*`, 'content-type': 'application/octet-stream' },
+    body: bytes,
+  })
+  await res.arrayBuffer()
+  const now = readFileAt(file, offset, block)
+  const tail = readFileAt(file, size - 16, 16)
+  if (res.status >= 300 || !now.equals(bytes) || tail.length !== 16) throw new Error(`${server.name}: PUT ${path} with Content-Range at ${offset} gave ${res.status}; file bytes ${now.equals(bytes) ? 'match' : 'differ'}`)
+}
+
+// --- measurement ------------------------------------------------------------------------------------
+
+interface Measured extends WrkResult {
+  peakRssMiB: number
+  round: number
+}
+
+interface Target {
+  server: Server
+  /** Column name (a server may appear under another name in one row). */
+  column: string
+  path: string
+}
+
+interface Row {
+  key: string
+  label: string
+  load: Load
+  runs: Map<string, Measured[]>
+}
+
+const rows: Row[] = []
+const columns: string[] = []
+let rssResettable = true
+
+async function measure(target: Target, load: Load, round: number): Promise<Measured> {
+  const script = luaScript(luaDir, load, target.path)
+  rssResettable = resetPeakRss(target.server.pid) && rssResettable
+  const result = await runWrk(`${target.server.base}${target.path}`, script, load, { seconds: SECONDS, threads: THREADS, connections: CONNECTIONS })
+  return { ...result, peakRssMiB: peakRssMiB(target.server.pid), round }
+}
+
+/** Runs the load on each target in turn, `ROUNDS` times, reversing the order every other round. */
+async function compare(key: string, label: string, load: Load, targets: Target[]): Promise<Row> {
+  const row: Row = { key, label, load, runs: new Map() }
+  rows.push(row)
+  for (const t of targets) if (!columns.includes(t.column)) columns.push(t.column)
+  if (WARMUP > 0) {
+    for (const t of targets) await runWrk(`${t.server.base}${t.path}`, luaScript(luaDir, load, t.path), load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
+  }
+  for (let round = 1; round <= ROUNDS; round++) {
+    const order = round % 2 === 1 ? targets : [...targets].reverse()
+    for (const t of order) {
+      const m = await measure(t, load, round)
+      const list = row.runs.get(t.column) ?? []
+      list.push(m)
+      row.runs.set(t.column, list)
+      log(`${label} | ${t.column} | round ${round}: ${fmtInt(m.requestsPerSecond)} req/s, ${m.mbPerSecond.toFixed(0)} MB/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, ${m.peakRssMiB.toFixed(0)} MiB${errorsOf(m)}`)
+    }
+  }
+  return row
+}
+
+/** The best round (highest requests/s): other engineers' jobs share the two cores, and they only ever slow a run. */
+function best(row: Row | undefined, column: string): Measured | undefined {
+  const runs = row?.runs.get(column)
+  if (!runs?.length) return undefined
+  return runs.reduce((a, b) => (b.requestsPerSecond > a.requestsPerSecond ? b : a))
+}
+
+function log(line: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`)
+}
+
+const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US')
+const errorsOf = (m: WrkResult) => (m.socketErrors + m.badStatus > 0 ? ` (${m.badStatus} bad status, ${m.socketErrors} socket errors)` : '')
+
+// --- streaming 1 GiB ---------------------------------------------------------------------------------
+
+function streamPut(url: string, total: number): Promise<number> {
+  const chunk = randomBytes(MiB1)
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    const req = http.request(url, { method: 'PUT', headers: { 'transfer-encoding': 'chunked', 'content-type': 'application/octet-stream' } }, (res) => {
+      res.resume()
+      res.on('end', () => (res.statusCode! < 300 ? resolve((performance.now() - started) / 1000) : reject(new Error(`PUT status ${res.statusCode}`))))
+    })
+    req.on('error', reject)
+    let sent = 0
+    const pump = () => {
+      while (sent < total) {
+        sent += chunk.length
+        if (!req.write(chunk)) return void req.once('drain', pump)
+      }
+      req.end()
+    }
+    pump()
+  })
+}
+
+function streamGet(url: string, expected: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    http
+      .get(url, (res) => {
+        let n = 0
+        res.on('data', (d: Buffer) => (n += d.length))
+        res.on('end', () => (res.statusCode === 200 && n === expected ? resolve((performance.now() - started) / 1000) : reject(new Error(`GET status ${res.statusCode}, ${n} of ${expected} bytes`))))
+        res.on('error', reject)
+      })
+      .on('error', reject)
+  })
+}
+
+interface StreamResult {
+  putSeconds: number
+  putPeakRss: number
+  getSeconds: number
+  getPeakRss: number
+  idleRss: number
+}
+
+async function streaming(): Promise<StreamResult> {
+  const streamFile = join(dataDir, 'stream.img')
+  log(`streaming: PUT ${STREAM_BYTES / MiB1} MiB chunked into a new volume, then GET it whole from a fresh process`)
+  let server = await fmServer('filemirror', 'fm-stream')
+  const idleRss = peakRssMiB(server.pid)
+  await createVolume(server, 'stream', [{ id: 'main', path: streamFile }])
+  const putSeconds = await streamPut(`${server.base}/volumes/stream/data`, STREAM_BYTES)
+  const putPeakRss = peakRssMiB(server.pid)
+  await stop(server)
+  server = await fmServer('filemirror', 'fm-stream')
+  const getSeconds = await streamGet(`${server.base}/volumes/stream/data`, STREAM_BYTES)
+  const getPeakRss = peakRssMiB(server.pid)
+  await stop(server)
+  rmSync(streamFile, { force: true })
+  log(`streaming: PUT ${putSeconds.toFixed(2)} s, peak RSS ${putPeakRss.toFixed(0)} MiB; GET ${getSeconds.toFixed(2)} s, peak RSS ${getPeakRss.toFixed(0)} MiB (idle ${idleRss.toFixed(0)} MiB)`)
+  return { putSeconds, putPeakRss, getSeconds, getPeakRss, idleRss }
+}
+
+// --- the async-mirror volume: starts in sync ------------------------------------------------------------
+
+/**
+ * A volume over the shared file with an async mirror throttled to 8 MiB/s, the mirror starting in sync:
+ * a new volume would mark the whole mirror dirty (256 MiB at 8 MiB/s: half a minute of resync absorbing
+ * every write), so the volume is created, stopped, the mirror made a byte copy and its journal emptied
+ * (header only), and reopened. The journal format is the service's (src/journal.ts: "FMJOURN1" + 8 bytes).
+ */
+async function mirroredServer(): Promise<Server> {
+  const mirrorFile = join(dataDir, 'mirror.img')
+  const replicas = [
+    { id: 'main', path: benchFile },
+    { id: 'mirror', path: mirrorFile, mode: 'async', maxBytesPerSecond: MIRROR_RATE },
+  ]
+  let server = await fmServer('filemirror + async mirror', 'fm-mirror')
+  await createVolume(server, 'bench', replicas)
+  await stop(server)
+  copyFileSync(benchFile, mirrorFile)
+  chmodSync(mirrorFile, 0o666)
+  const header = Buffer.alloc(16)
+  header.write('FMJOURN1')
+  writeFileSync(join(work, 'fm-mirror', '.filemirror', 'journals', 'bench', 'mirror.journal'), header)
+  server = await fmServer('filemirror + async mirror', 'fm-mirror')
+  const status = (await (await fetch(`${server.base}/volumes/bench`)).json()) as { replicas: Array<{ id: string; state: string; dirtyBytes: number }> }
+  const mirror = status.replicas.find((r) => r.id === 'mirror')
+  log(`async mirror starts ${mirror?.state} with ${mirror?.dirtyBytes} dirty bytes`)
+  return server
+}
+
+// --- flat cost: volume size and groups retained ---------------------------------------------------------
+
+interface FlatResult {
+  rows: Array<{ label: string; base: Measured; other: Measured; ratio: number }>
+  fillRequests: number
+  fillSeconds: number
+}
+
+async function flat(): Promise<FlatResult> {
+  const bigFile = join(dataDir, 'big.img')
+  makeSparseFile(bigFile, BIG_SIZE)
+  // "0 groups": the registry keeps one group per window; "retained": production limits, pre-filled with GROUPS writes.
+  const none = await fmServer('filemirror, ~0 groups', 'fm-flat0', { MAX_GROUPS: '1', MAX_READ_GROUPS: '1' })
+  const full = await fmServer(`filemirror, ${GROUPS / 1000}k groups`, 'fm-flatN')
+  for (const s of [none, full]) {
+    await createVolume(s, 'bench', [{ id: 'main', path: benchFile }])
+    await createVolume(s, 'big', [{ id: 'main', path: bigFile }])
+  }
+  const put4k: Load = { method: 'PUT', block: KiB4, size: FILE_SIZE }
+  const get4k: Load = { method: 'GET', block: KiB4, size: FILE_SIZE }
+  const getBig: Load = { method: 'GET', block: KiB4, size: BIG_SIZE }
+  log(`flat: filling ${fmtInt(GROUPS)} write groups (PUT 4 KiB) and the read window`)
+  const fill = await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, put4k, FM_PATH, Math.ceil(GROUPS / THREADS)), put4k, { seconds: 900, threads: THREADS, connections: CONNECTIONS })
+  await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, get4k, FM_PATH), get4k, { seconds: 2, threads: THREADS, connections: CONNECTIONS })
+  log(`flat: ${fmtInt(fill.requests)} PUTs in ${fill.seconds.toFixed(1)} s${errorsOf(fill)}`)
+
+  const cases = [
+    { label: 'GET 4 KiB: 4 GiB sparse volume vs 256 MiB volume', load: getBig, path: '/volumes/big/data', base: none, other: none, baseLoad: get4k },
+    { label: `GET 4 KiB: ${GROUPS / 1000}k groups retained vs ~0`, load: get4k, path: FM_PATH, base: none, other: full, baseLoad: get4k },
+    { label: `PUT 4 KiB: ${GROUPS / 1000}k groups retained vs ~0`, load: put4k, path: FM_PATH, base: none, other: full, baseLoad: put4k },
+  ]
+  const out: FlatResult['rows'] = []
+  for (const c of cases) {
+    const baseRuns: Measured[] = []
+    const otherRuns: Measured[] = []
+    const baseTarget: Target = { server: c.base, column: 'base', path: FM_PATH }
+    const otherTarget: Target = { server: c.other, column: 'other', path: c.path }
+    if (WARMUP > 0) await runWrk(`${c.other.base}${c.path}`, luaScript(luaDir, c.load, c.path), c.load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
+    for (let round = 1; round <= ROUNDS; round++) {
+      const pair: Array<[Target, Load, Measured[]]> = [
+        [baseTarget, c.baseLoad, baseRuns],
+        [otherTarget, c.load, otherRuns],
+      ]
+      for (const [t, load, list] of round % 2 === 1 ? pair : pair.reverse()) list.push(await measure(t, load, round))
+    }
+    const pick = (runs: Measured[]) => runs.reduce((a, b) => (b.requestsPerSecond > a.requestsPerSecond ? b : a))
+    const base = pick(baseRuns)
+    const other = pick(otherRuns)
+    out.push({ label: c.label, base, other, ratio: other.requestsPerSecond / base.requestsPerSecond })
+    log(`${c.label}: ${fmtInt(other.requestsPerSecond)} vs ${fmtInt(base.requestsPerSecond)} req/s = ${(other.requestsPerSecond / base.requestsPerSecond).toFixed(2)}x`)
+  }
+  await stop(none)
+  await stop(full)
+  rmSync(bigFile, { force: true })
+  return { rows: out, fillRequests: fill.requests, fillSeconds: fill.seconds }
+}
+
+// --- report -----------------------------------------------------------------------------------------
+
+function machine(): Record<string, string> {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8')
+  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? '?'
+  const mem = /MemTotal:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]
+  return {
+    cpus: `${cpus().length} x ${model}`,
+    memory: mem ? `${(Number(mem) / (1 << 20)).toFixed(1)} GiB` : '?',
+    kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    node: process.version,
+    date: new Date().toISOString(),
+  }
+}
+
+const mark = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'PASS' : 'FAIL')
+
+function cell(m: Measured | undefined): string {
+  if (!m) return ''
+  const rps = m.requestsPerSecond >= 10_000 ? `${(m.requestsPerSecond / 1000).toFixed(1)}k` : fmtInt(m.requestsPerSecond)
+  const mb = m.mbPerSecond >= 1000 ? `${(m.mbPerSecond / 1000).toFixed(2)} GB/s` : `${m.mbPerSecond.toFixed(0)} MB/s`
+  return `${rps} req/s, ${mb}, p50 ${m.p50Ms.toFixed(2)} / p99 ${m.p99Ms.toFixed(2)} ms, ${m.peakRssMiB.toFixed(0)} MiB${m.badStatus + m.socketErrors > 0 ? ` **(${m.badStatus + m.socketErrors} errors)**` : ''}`
+}
+
+function report(stream: StreamResult | undefined, flatResult: FlatResult | undefined, peerVersions: Record<string, string>): string {
+  const lines: string[] = []
+  const m = machine()
+  lines.push('# Benchmark results', '')
+  lines.push(`Latest \`npm run bench\`: ${m.date}. Machine: ${m.cpus}, ${m.memory} RAM, Linux ${m.kernel}, Node ${m.node}; nginx ${peerVersions.nginx}, Apache ${peerVersions.apache} (mpm_event, mod_dav_fs), @fastify/static ${peerVersions['@fastify/static']}, wrk ${peerVersions.wrk}.`)
+  lines.push('')
+  lines.push(
+    `Loopback, \`wrk -t${THREADS} -c${CONNECTIONS} -d${SECONDS}s --latency\` with Lua scripts picking random block-aligned offsets in one ${FILE_SIZE / MiB1} MiB file that every server serves ` +
+      `(GET \`Range: bytes=a-b\`; PUT a body with \`Content-Range: bytes a-b/*\`). Servers run alternately, ${ROUNDS} rounds after a ${WARMUP} s warm-up; ` +
+      `each cell is the best round (requests/s, payload MB/s = requests x block, wrk's p50 / p99 latency, summed VmHWM of the server's processes during that run${rssResettable ? '' : ' — could not reset VmHWM, so peaks are since start'}). ` +
+      `Every server logs each request (nginx/Apache access logs, Fastify's default request logging at info, to files). ` +
+      `wrk and the servers share the 2 cores with other engineers' test runs: figures are noisy, ratios from one run only.`,
+  )
+  lines.push('')
+  if (rows.length > 0) {
+    lines.push(`| load | ${columns.join(' | ')} |`)
+    lines.push(`|---|${columns.map(() => '---').join('|')}|`)
+    for (const row of rows) lines.push(`| ${row.label} | ${columns.map((c) => cell(best(row, c))).join(' | ')} |`)
+    lines.push('')
+  }
+
+  const ratio = (key: string, a: string, b: string, field: 'requestsPerSecond' | 'p99Ms' = 'requestsPerSecond') => {
+    const row = rows.find((r) => r.key === key)
+    const x = best(row, a)
+    const y = best(row, b)
+    return x && y ? x[field] / y[field] : undefined
+  }
+  const targets: Array<[string, number | undefined, string, (v: number) => boolean]> = [
+    ['GET random 4 KiB: filemirror / nginx', ratio('get4k', 'filemirror', 'nginx'), '>= 0.5x', (v) => v >= 0.5],
+    ['GET random 4 KiB: filemirror / @fastify/static', ratio('get4k', 'filemirror', '@fastify/static'), '>= 3x', (v) => v >= 3],
+    ['GET random 1 MiB: filemirror / nginx', ratio('get1m', 'filemirror', 'nginx'), '>= 1.0x', (v) => v >= 1],
+    ['PUT random 4 KiB, one sync replica: filemirror / Apache mod_dav', ratio('put4k', 'filemirror', 'apache'), '>= 1.5x', (v) => v >= 1.5],
+    ['PUT random 1 MiB, one sync replica: filemirror / Apache mod_dav', ratio('put1m', 'filemirror', 'apache'), '>= 1.3x', (v) => v >= 1.3],
+    ['PUT random 4 KiB + async mirror at 8 MiB/s: rate / single replica', ratio('put4k-mirror', 'filemirror + async mirror', 'filemirror'), '>= 0.8x', (v) => v >= 0.8],
+    ['PUT random 4 KiB + async mirror at 8 MiB/s: p99 / single replica', ratio('put4k-mirror', 'filemirror + async mirror', 'filemirror', 'p99Ms'), '<= 1.5x', (v) => v <= 1.5],
+  ]
+  lines.push('| target | measured | required | |', '|---|---|---|---|')
+  for (const [label, value, required, ok] of targets) lines.push(`| ${label} | ${value === undefined ? 'not run' : `${value.toFixed(2)}x`} | ${required} | ${mark(value === undefined ? undefined : ok(value))} |`)
+  if (stream) {
+    lines.push(`| streaming ${STREAM_BYTES / MiB1} MiB chunked PUT: peak RSS (${(STREAM_BYTES / MiB1 / stream.putSeconds).toFixed(0)} MiB/s) | ${stream.putPeakRss.toFixed(0)} MiB | <= 200 MiB | ${mark(stream.putPeakRss <= 200)} |`)
+    lines.push(`| streaming ${STREAM_BYTES / MiB1} MiB GET: peak RSS (${(STREAM_BYTES / MiB1 / stream.getSeconds).toFixed(0)} MiB/s) | ${stream.getPeakRss.toFixed(0)} MiB | <= 150 MiB | ${mark(stream.getPeakRss <= 150)} |`)
+  }
+  if (flatResult) {
+    for (const r of flatResult.rows) lines.push(`| flat cost, ${r.label} (${fmtInt(r.other.requestsPerSecond)} vs ${fmtInt(r.base.requestsPerSecond)} req/s) | ${r.ratio.toFixed(2)}x | >= 0.9x (flat within noise) | ${mark(r.ratio >= 0.9)} |`)
+  }
+  lines.push('')
+  if (stream) lines.push(`Streaming: a fresh service (idle RSS ${stream.idleRss.toFixed(0)} MiB) took the chunked PUT in ${stream.putSeconds.toFixed(1)} s; a second fresh one served the whole GET in ${stream.getSeconds.toFixed(1)} s; peaks are VmHWM since start.`)
+  if (flatResult) lines.push(`Flat cost: "~0 groups" is a service with MAX_GROUPS=1 and MAX_READ_GROUPS=1; the other keeps the defaults and took ${fmtInt(flatResult.fillRequests)} PUTs (${flatResult.fillSeconds.toFixed(0)} s) before measuring; the 4 GiB volume is a sparse file.`)
+  lines.push('')
+  lines.push('<details><summary>Every round</summary>', '', '| load | server | round | req/s | MB/s | p50 ms | p99 ms | max ms | peak RSS MiB | errors |', '|---|---|---|---|---|---|---|---|---|---|')
+  for (const row of rows) {
+    for (const [column, runs] of row.runs) {
+      for (const r of runs) lines.push(`| ${row.label} | ${column} | ${r.round} | ${fmtInt(r.requestsPerSecond)} | ${r.mbPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${r.peakRssMiB.toFixed(0)} | ${r.badStatus + r.socketErrors} |`)
+    }
+  }
+  lines.push('', '</details>', '')
+  return lines.join('\n')
+}
+
+// --- main ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  ensurePeers()
+  const peerVersions = versions()
+  log(`work directory ${work}; writing a ${FILE_SIZE / MiB1} MiB file of random bytes`)
+  makeRandomFile(benchFile, FILE_SIZE)
+  const get4k: Load = { method: 'GET', block: KiB4, size: FILE_SIZE }
+  const get1m: Load = { method: 'GET', block: MiB1, size: FILE_SIZE }
+  const put4k: Load = { method: 'PUT', block: KiB4, size: FILE_SIZE }
+  const put1m: Load = { method: 'PUT', block: MiB1, size: FILE_SIZE }
+
+  let stream: StreamResult | undefined
+  let flatResult: FlatResult | undefined
+  try {
+    if (ONLY.has('main') || ONLY.has('mirror')) {
+      const fm = await fmServer('filemirror', 'fm-main')
+      await createVolume(fm, 'bench', [{ id: 'main', path: benchFile }])
+      const fmTarget: Target = { server: fm, column: 'filemirror', path: FM_PATH }
+      await checkGet(fm, FM_PATH, benchFile, FILE_SIZE)
+      await checkPut(fm, FM_PATH, benchFile, FILE_SIZE)
+      if (ONLY.has('main')) {
+        const nginx = await track(startNginx(work, dataDir))
+        const apache = await track(startApache(work, dataDir))
+        const fstatic = await track(startFastifyStatic(work, dataDir))
+        await checkGet(nginx, PEER_PATH, benchFile, FILE_SIZE)
+        await checkGet(fstatic, PEER_PATH, benchFile, FILE_SIZE)
+        await checkGet(apache, PEER_PATH, benchFile, FILE_SIZE)
+        await checkPut(apache, PEER_PATH, benchFile, FILE_SIZE)
+        log('sanity: every server returns the file bytes for a range; Apache mod_dav and filemirror write a Content-Range PUT in place')
+        const peer = (server: Server): Target => ({ server, column: server.name, path: PEER_PATH })
+        await compare('get4k', 'GET random 4 KiB ranges', get4k, [peer(nginx), peer(fstatic), fmTarget])
+        await compare('get1m', 'GET random 1 MiB ranges', get1m, [peer(nginx), peer(fstatic), fmTarget])
+        await compare('put4k', 'PUT random 4 KiB, one sync replica', put4k, [peer(apache), fmTarget])
+        await compare('put1m', 'PUT random 1 MiB, one sync replica', put1m, [peer(apache), fmTarget])
+        for (const s of [nginx, apache, fstatic]) await stop(s)
+      }
+      if (ONLY.has('mirror')) {
+        const mirrored = await mirroredServer()
+        await checkPut(mirrored, FM_PATH, benchFile, FILE_SIZE)
+        await compare('put4k-mirror', 'PUT random 4 KiB, + async mirror throttled to 8 MiB/s', put4k, [fmTarget, { server: mirrored, column: mirrored.name, path: FM_PATH }])
+        await stop(mirrored)
+      }
+      await stop(fm)
+    }
+    if (ONLY.has('flat')) flatResult = await flat()
+    if (ONLY.has('stream')) stream = await streaming()
+  } finally {
+    await stopAll()
+  }
+
+  const text = report(stream, flatResult, peerVersions)
+  console.log(text)
+  const out = env.BENCH_RESULTS ?? join(projectRoot(), 'bench', 'RESULTS.md')
+  if (out !== '-') {
+    writeFileSync(out, text)
+    log(`wrote ${out}`)
+  }
+  if (env.BENCH_KEEP === '1') log(`kept ${work}`)
+  else rmSync(work, { recursive: true, force: true })
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch(async (err) => {
+    console.error(err)
+    await stopAll()
+    if (env.BENCH_KEEP !== '1') rmSync(work, { recursive: true, force: true })
+    process.exit(1)
+  })
+}
