@@ -3,7 +3,7 @@
  * Each runs on its own loopback port with a private configuration in a temporary directory, serving the one shared file.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort, spawnLogged, stopChild, waitForHttp, type Started } from './proc.js'
@@ -116,7 +116,9 @@ http {
 
 export async function startApache(work: string, dataDir: string): Promise<Server> {
   const dir = join(work, 'apache')
-  mkdirSync(dir, { recursive: true, mode: 0o777 })
+  mkdirSync(dir, { recursive: true })
+  // The workers (www-data) keep mod_dav_fs's lock database here.
+  chmodSync(dir, 0o777)
   const port = await freePort()
   const conf = join(dir, 'httpd.conf')
   writeFileSync(
@@ -174,6 +176,18 @@ export async function startFastifyStatic(work: string, dataDir: string): Promise
   return server('@fastify/static', port, started, logPath, 'SIGTERM')
 }
 
+/** The reference Node server (bench/bare-server.ts): node:http and one positional read or write per request, no logging. */
+export async function startBareNode(work: string, file: string): Promise<Server> {
+  const dir = join(work, 'bare-node')
+  mkdirSync(dir, { recursive: true })
+  const port = await freePort()
+  const entry = fileURLToPath(new URL('./bare-server.js', import.meta.url))
+  const logPath = join(dir, 'server.log')
+  const started = spawnLogged(process.execPath, [entry], logPath, { env: { ...process.env, PORT: String(port), BARE_FILE: file } })
+  await waitForHttp(`http://127.0.0.1:${port}/`, 20_000, started.alive)
+  return server('bare node', port, started, logPath, 'SIGTERM')
+}
+
 export interface FilemirrorOptions {
   /** Column name. */
   name?: string
@@ -195,10 +209,12 @@ export function serverEntry(): string {
 export async function startFilemirror(options: FilemirrorOptions): Promise<Server> {
   const port = await freePort()
   mkdirSync(options.dataDir, { recursive: true })
+  // The open service is measured: a bearer token from the caller's environment would refuse wrk.
+  const { AUTH_TOKEN: _, ...inherited } = process.env
   const started = spawnLogged(process.execPath, [...(options.nodeArgs ?? []), serverEntry()], options.logPath, {
     cwd: options.dataDir,
     env: {
-      ...process.env,
+      ...inherited,
       PORT: String(port),
       HOST: '127.0.0.1',
       DATA_DIR: options.dataDir,

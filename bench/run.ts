@@ -15,8 +15,8 @@ import http from 'node:http'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createVolume, ensurePeers, projectRoot, startApache, startFastifyStatic, startFilemirror, startNginx, versions, type Server } from './peers.js'
-import { peakRssMiB, resetPeakRss, sleep } from './proc.js'
+import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyStatic, startFilemirror, startNginx, versions, type Server } from './peers.js'
+import { peakRssMiB, resetPeakRss } from './proc.js'
 import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
 
 const env = process.env
@@ -134,7 +134,11 @@ async function checkPut(server: Server, path: string, file: string, size: number
 interface Measured extends WrkResult {
   peakRssMiB: number
   round: number
+  /** 1-minute load average when the run ended: how busy the shared cores were. */
+  loadAvg: number
 }
+
+const loadAvg = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0])
 
 interface Target {
   server: Server
@@ -158,7 +162,7 @@ async function measure(target: Target, load: Load, round: number): Promise<Measu
   const script = luaScript(luaDir, load, target.path)
   rssResettable = resetPeakRss(target.server.pid) && rssResettable
   const result = await runWrk(`${target.server.base}${target.path}`, script, load, { seconds: SECONDS, threads: THREADS, connections: CONNECTIONS })
-  return { ...result, peakRssMiB: peakRssMiB(target.server.pid), round }
+  return { ...result, peakRssMiB: peakRssMiB(target.server.pid), round, loadAvg: loadAvg() }
 }
 
 /** Runs the load on each target in turn, `ROUNDS` times, reversing the order every other round. */
@@ -379,7 +383,8 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
     `Loopback, \`wrk -t${THREADS} -c${CONNECTIONS} -d${SECONDS}s --latency\` with Lua scripts picking random block-aligned offsets in one ${FILE_SIZE / MiB1} MiB file that every server serves ` +
       `(GET \`Range: bytes=a-b\`; PUT a body with \`Content-Range: bytes a-b/*\`). Servers run alternately, ${ROUNDS} rounds after a ${WARMUP} s warm-up; ` +
       `each cell is the best round (requests/s, payload MB/s = requests x block, wrk's p50 / p99 latency, summed VmHWM of the server's processes during that run${rssResettable ? '' : ' — could not reset VmHWM, so peaks are since start'}). ` +
-      `Every server logs each request (nginx/Apache access logs, Fastify's default request logging at info, to files). ` +
+      `Every peer logs each request (nginx/Apache access logs, Fastify's default request logging at info, to files); ` +
+      `"bare node" is a reference, not a peer: node:http with one positional fs.read/fs.write per request and no logging (bench/bare-server.ts). ` +
       `wrk and the servers share the 2 cores with other engineers' test runs: figures are noisy, ratios from one run only.`,
   )
   lines.push('')
@@ -418,10 +423,10 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
   if (stream) lines.push(`Streaming: a fresh service (idle RSS ${stream.idleRss.toFixed(0)} MiB) took the chunked PUT in ${stream.putSeconds.toFixed(1)} s; a second fresh one served the whole GET in ${stream.getSeconds.toFixed(1)} s; peaks are VmHWM since start.`)
   if (flatResult) lines.push(`Flat cost: "~0 groups" is a service with MAX_GROUPS=1 and MAX_READ_GROUPS=1; the other keeps the defaults and took ${fmtInt(flatResult.fillRequests)} PUTs (${flatResult.fillSeconds.toFixed(0)} s) before measuring; the 4 GiB volume is a sparse file.`)
   lines.push('')
-  lines.push('<details><summary>Every round</summary>', '', '| load | server | round | req/s | MB/s | p50 ms | p99 ms | max ms | peak RSS MiB | errors |', '|---|---|---|---|---|---|---|---|---|---|')
+  lines.push('<details><summary>Every round</summary>', '', '| load | server | round | req/s | MB/s | p50 ms | p99 ms | max ms | peak RSS MiB | errors | load avg |', '|---|---|---|---|---|---|---|---|---|---|---|')
   for (const row of rows) {
     for (const [column, runs] of row.runs) {
-      for (const r of runs) lines.push(`| ${row.label} | ${column} | ${r.round} | ${fmtInt(r.requestsPerSecond)} | ${r.mbPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${r.peakRssMiB.toFixed(0)} | ${r.badStatus + r.socketErrors} |`)
+      for (const r of runs) lines.push(`| ${row.label} | ${column} | ${r.round} | ${fmtInt(r.requestsPerSecond)} | ${r.mbPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${r.peakRssMiB.toFixed(0)} | ${r.badStatus + r.socketErrors} | ${r.loadAvg.toFixed(1)} |`)
     }
   }
   lines.push('', '</details>', '')
@@ -453,17 +458,20 @@ async function main(): Promise<void> {
         const nginx = await track(startNginx(work, dataDir))
         const apache = await track(startApache(work, dataDir))
         const fstatic = await track(startFastifyStatic(work, dataDir))
+        const bare = await track(startBareNode(work, benchFile))
+        await checkGet(bare, PEER_PATH, benchFile, FILE_SIZE)
+        await checkPut(bare, PEER_PATH, benchFile, FILE_SIZE)
         await checkGet(nginx, PEER_PATH, benchFile, FILE_SIZE)
         await checkGet(fstatic, PEER_PATH, benchFile, FILE_SIZE)
         await checkGet(apache, PEER_PATH, benchFile, FILE_SIZE)
         await checkPut(apache, PEER_PATH, benchFile, FILE_SIZE)
         log('sanity: every server returns the file bytes for a range; Apache mod_dav and filemirror write a Content-Range PUT in place')
         const peer = (server: Server): Target => ({ server, column: server.name, path: PEER_PATH })
-        await compare('get4k', 'GET random 4 KiB ranges', get4k, [peer(nginx), peer(fstatic), fmTarget])
-        await compare('get1m', 'GET random 1 MiB ranges', get1m, [peer(nginx), peer(fstatic), fmTarget])
-        await compare('put4k', 'PUT random 4 KiB, one sync replica', put4k, [peer(apache), fmTarget])
-        await compare('put1m', 'PUT random 1 MiB, one sync replica', put1m, [peer(apache), fmTarget])
-        for (const s of [nginx, apache, fstatic]) await stop(s)
+        await compare('get4k', 'GET random 4 KiB ranges', get4k, [peer(nginx), peer(fstatic), peer(bare), fmTarget])
+        await compare('get1m', 'GET random 1 MiB ranges', get1m, [peer(nginx), peer(fstatic), peer(bare), fmTarget])
+        await compare('put4k', 'PUT random 4 KiB, one sync replica', put4k, [peer(apache), peer(bare), fmTarget])
+        await compare('put1m', 'PUT random 1 MiB, one sync replica', put1m, [peer(apache), peer(bare), fmTarget])
+        for (const s of [nginx, apache, fstatic, bare]) await stop(s)
       }
       if (ONLY.has('mirror')) {
         const mirrored = await mirroredServer()

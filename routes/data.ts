@@ -50,6 +50,7 @@ async function readWhole(volume: Volume, range: ByteRange, group: TrackedGroup, 
 function finishRead(group: TrackedGroup, error: unknown): void {
   const failure = error ? { code: (error as ReadFailedError).error?.code ?? 'EIO', message: (error as Error).message } : null
   for (const op of group.operations) group.finish(op, op.bytes, op.status === 'failed' ? op.error : failure)
+  group.seal()
 }
 
 /** GET and HEAD: RFC 9110 preconditions (§13.2.2 order), then ranges (§14). */

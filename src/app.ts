@@ -53,6 +53,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.logLevel, ...(options.logStream ? { stream: options.logStream } : {}) },
     exposeHeadRoutes: false,
+    // Names may be 128 characters; longer ones reach the handler and get a clear 400 rather than a bare 414.
+    routerOptions: { maxParamLength: 1024 },
     bodyLimit: config.maxJsonBytes,
     return503OnClosing: true,
     // No overall request timeout: a healthy large upload is never cut; stalled bodies are caught per route.

@@ -1,8 +1,10 @@
 import { resolve } from 'node:path'
 import { z } from 'zod'
 
-const port = z.coerce.number().int().min(0).max(65535)
-const positiveInt = z.coerce.number().int().positive()
+/** Decimal digits only: '', ' ', '0x50' and '1e3' are mistakes, not numbers. */
+const digits = z.string().trim().regex(/^\d{1,16}$/, 'must be a whole number in decimal digits').transform(Number)
+const port = digits.pipe(z.number().int().min(0).max(65535))
+const positiveInt = digits.pipe(z.number().int().positive())
 
 /** The service's settings, read from the environment and validated once at start. */
 export const configSchema = z.object({
@@ -12,11 +14,11 @@ export const configSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STORAGE_ROOTS: z.string().optional(),
   /** How long write-behind may go on after SIGTERM before its journal is left for the next start. */
-  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+  SHUTDOWN_GRACE_MS: digits.default(10_000),
   /** Finished operation groups are kept at least this long... */
   GROUP_RETENTION_MS: positiveInt.default(600_000),
   /** ...within this many groups. */
-  MAX_GROUPS: positiveInt.default(100_000),
+  MAX_GROUPS: positiveInt.default(20_000),
   /** Read groups are kept in a separate, smaller window so reads never crowd out writes. */
   MAX_READ_GROUPS: positiveInt.default(1_000),
   /** Ranges one GET may ask for before the Range header is ignored. */
@@ -28,7 +30,7 @@ export const configSchema = z.object({
   /** Largest request head (431 beyond). */
   MAX_HEADER_BYTES: positiveInt.default(16 << 10),
   /** Largest offset a write may reach, so the largest volume (413 beyond): 16 TiB. */
-  MAX_VOLUME_BYTES: positiveInt.max(Number.MAX_SAFE_INTEGER).default(2 ** 44),
+  MAX_VOLUME_BYTES: digits.pipe(z.number().int().positive().max(Number.MAX_SAFE_INTEGER)).default(2 ** 44),
   /** Writes in flight per volume before new ones get 503 with Retry-After. */
   MAX_INFLIGHT_WRITES: positiveInt.default(256),
   /** Bytes a volume without a sync replica may hold in memory for its async replicas before new writes get 503. */

@@ -31,7 +31,7 @@ export class GroupRegistry {
   /** A volume's groups, newest first. */
   list(volume: string, filter: (g: TrackedGroup) => boolean, limit: number): TrackedGroup[] {
     const all = [...this.writes.values(), ...this.reads.values()].filter((g) => g.volume === volume && filter(g))
-    all.sort((a, b) => b.createdAt - a.createdAt)
+    all.sort((a, b) => b.seq - a.seq)
     return all.slice(0, limit)
   }
 

@@ -14,6 +14,8 @@ async function realpathOfNearest(path: string): Promise<string> {
       return missing.length ? resolve(real, ...missing.reverse()) : real
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      // A dangling symlink would be followed when the file is created: refuse it, wherever it points.
+      if (await fs.lstat(at).then((s) => s.isSymbolicLink(), () => false)) throw new PathRefusedError('path goes through a dangling symlink')
       const parent = dirname(at)
       if (parent === at) return path
       missing.push(at.slice(parent.length + (parent.endsWith(sep) ? 0 : 1)))

@@ -16,8 +16,12 @@ export interface ReplicaOperation {
 export type ReplicaOperationEvent = { group: TrackedGroup; operation: ReplicaOperation; phase: 'start' | 'done' }
 
 /** An operation group tracked by id: what one request did on every replica, pollable until it settles. */
+let sequence = 0
+
 export class TrackedGroup {
   readonly id = randomUUID()
+  /** Creation order, finer than createdAt's milliseconds. */
+  readonly seq = ++sequence
   readonly createdAt = Date.now()
   finishedAt: number | null = null
   readonly operations: ReplicaOperation[] = []
@@ -80,6 +84,11 @@ export class TrackedGroup {
   whenSettled(): Promise<void> {
     if (this.settled) return Promise.resolve()
     return new Promise((resolve) => this.settledWaiters.push(resolve))
+  }
+
+  /** Marks a group finished once nothing more will be added to it (a read that touched no replica). */
+  seal(): void {
+    this.settleIfDone()
   }
 
   private settleIfDone(): void {

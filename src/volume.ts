@@ -249,6 +249,8 @@ export class Volume extends EventEmitter<VolumeEvents> {
       const op = group.find(target.id) ?? group.add(target.id, target.spec.mode)
       group.start(op)
       const [read] = (await this.mirror.readAt(buffer, offset, group, [target.file])).operations
+      // An async replica's read is only queued by readAt: wait for it to run.
+      await read.whenDone
       if (!read.error || read.error instanceof EndOfFileError) {
         op.bytes += read.bytes
         return read.bytes

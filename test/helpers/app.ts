@@ -7,18 +7,13 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { Test } from 'tap'
 import { buildApp, type AppOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import { LocalFile, type ReplicaFile, type ReplicaFileOpener } from '../../src/replica-file.js'
 
 /** The slice of a tap Test these helpers use. */
-export interface TestLike {
-  teardown(fn: () => unknown): void
-  equal(found: unknown, wanted: unknown, message?: string): unknown
-  match(found: unknown, pattern: unknown, message?: string): unknown
-  ok(value: unknown, message?: string): unknown
-  notOk(value: unknown, message?: string): unknown
-}
+export type TestLike = Pick<Test, 'teardown' | 'equal' | 'match' | 'ok' | 'notOk'>
 
 export interface MadeApp {
   app: FastifyInstance

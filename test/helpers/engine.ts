@@ -98,6 +98,8 @@ export class HookFile implements ReplicaFile {
   lastSizeSeq = 0
   /** When set, every read fails with it. */
   readError: NodeJS.ErrnoException | null = null
+  /** When set, every write fails with it. */
+  writeError: NodeJS.ErrnoException | null = null
   /** Called (synchronously) when a write has been handed to this file, before it is held or applied. */
   onWrite: ((offset: number, length: number) => void) | undefined
 
@@ -155,6 +157,10 @@ export class HookFile implements ReplicaFile {
   async write(buffer: Buffer, offset: number): Promise<number> {
     this.onWrite?.(offset, buffer.length)
     await this.writeGate.pass()
+    if (this.writeError) {
+      this.changed()
+      throw this.writeError
+    }
     const n = await this.inner.write(buffer, offset)
     this.writes.push({ offset, length: n, at: performance.now() })
     this.lastWriteSeq = ++sequence
