@@ -10,7 +10,14 @@ const fd = openSync(process.env.BARE_FILE!, 'r+')
 const RANGE = /^bytes=(\d+)-(\d+)$/
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(?:\d+|\*)$/
 
+const PATH = process.env.BARE_PATH ?? '/bench.img'
+
 const server = http.createServer((req, res) => {
+  if (req.url !== PATH) {
+    res.writeHead(404).end()
+    req.resume()
+    return
+  }
   if (req.method === 'GET') {
     const size = fstatSync(fd).size
     const m = RANGE.exec(req.headers.range ?? '')

@@ -7,7 +7,7 @@ import { parseContentRange } from '../src/content-range.js'
 import { ifMatchPasses, ifNoneMatchPasses, ifRangePasses, parseEntityTagList } from '../src/entity-tag.js'
 import { makeBoundary, planMultipartByteranges } from '../src/multipart-byteranges.js'
 import { preferredWaitSeconds } from '../src/prefer.js'
-import { problems } from '../src/problem.js'
+import { Problem, problems } from '../src/problem.js'
 import { dataQuerySchema } from '../src/schemas.js'
 import type { TrackedGroup } from '../src/tracked-group.js'
 import { ReadFailedError, VolumeBusyError, type Volume } from '../src/volume.js'
@@ -222,6 +222,12 @@ function abortWith(session: WriteSession, err: unknown, request?: FastifyRequest
   throw err
 }
 
+/** Errors the multipart parser raises with a 4xx status of its own (limits). */
+function isClientError(err: unknown): boolean {
+  const status = (err as { statusCode?: unknown }).statusCode
+  return typeof status === 'number' && status >= 400 && status < 500
+}
+
 function writeOptions(request: FastifyRequest): WriteOptions {
   const header = headerOf(request, 'content-range')
   const contentLength = request.headers['content-length'] === undefined ? null : Number(request.headers['content-length'])
@@ -295,8 +301,9 @@ export default async function dataRoutes(app: FastifyInstance): Promise<void> {
       }
       if (!session) throw problems.badRequest('the form has no file part')
     } catch (err) {
-      if (session) abortWith(session, err, request)
-      throw err
+      const refused = err instanceof Problem || err instanceof WriteFailedError || isClientError(err) ? err : problems.badRequest(`malformed multipart/form-data body: ${(err as Error).message}`)
+      if (session) abortWith(session, refused, request)
+      throw refused
     }
     return replyWritten(request, reply, volume, await session.finish())
   })

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { ZodError } from 'zod'
 import dataRoutes from '../routes/data.js'
 import eventRoutes from '../routes/events.js'
@@ -61,10 +61,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     requestTimeout: 0,
     http: { maxHeaderSize: config.maxHeaderBytes, headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: 1_000 },
     clientErrorHandler: answerClientError,
+    // A malformed URL (bad percent-encoding) is refused before routing: still a problem.
+    frameworkErrors: (error, request, reply) => sendProblem(request, reply, problems.badRequest(error.message)),
     // The incoming X-Request-Id is validated in genReqId (Fastify's requestIdHeader would take it as is).
     requestIdHeader: false,
-    requestIdLogLabel: 'requestId',
     genReqId: requestIdOf,
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
   })
   const groups = new GroupRegistry({ retentionMs: config.groupRetentionMs, maxGroups: config.maxGroups, maxReadGroups: config.maxReadGroups })
   const volumes = new VolumeRegistry({
@@ -128,16 +130,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.setErrorHandler((error: FastifyError | Problem | ZodError, request, reply) => {
     const problem = toProblem(error)
     if (problem.status >= 500) request.log.error({ err: error }, 'request failed')
-    for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
-    const body = { ...problem.toJSON(request.url), requestId: request.id }
-    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(body)))
+    return sendProblem(request, reply, problem)
   })
   app.setNotFoundHandler((request, reply) => {
     const allow = allowedMethods(app, request.url)
-    const problem = allow ? problems.methodNotAllowed(allow) : problems.notFound(`no route for ${request.method} ${request.url.split('?')[0]}`)
-    for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
-    const body = { ...problem.toJSON(request.url), requestId: request.id }
-    return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(body)))
+    return sendProblem(request, reply, allow ? problems.methodNotAllowed(allow) : problems.notFound(`no route for ${request.method} ${request.url.split('?')[0]}`))
   })
 
   await app.register(healthRoutes)
@@ -165,6 +162,13 @@ const REQUEST_ID = /^[\x21-\x7e]{1,200}$/
 export function requestIdOf(request: IncomingMessage): string {
   const incoming = request.headers['x-request-id']
   return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+}
+
+/** Sends a problem with its headers; `instance` is the path without its query, plus the request id. */
+function sendProblem(request: FastifyRequest, reply: FastifyReply, problem: Problem) {
+  for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
+  const body = { ...problem.toJSON(request.url.split('?')[0]), requestId: request.id }
+  return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(body)))
 }
 
 /** Errors Node's parser finds before any route runs (a head too large or too slow, bad framing) still get a problem. */

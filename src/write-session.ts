@@ -59,6 +59,12 @@ export class WriteSession {
   async begin(): Promise<void> {
     const source = this.volume.source()
     const writers = this.volume.replicas.filter((r) => r.spec.write)
+    if (!writers.some((r) => r.spec.read && !r.failed)) {
+      // Refuse up front: an acknowledged write must be somewhere a read can find it.
+      const errors = writers.map((r) => r.error).filter((e) => e !== null)
+      this.abort(errors[0] ?? { code: 'EIO', message: 'no reading replica takes writes' })
+      throw new WriteFailedError(this.group, errors)
+    }
     this.buffered = source === undefined
     for (const r of writers) {
       // A sync replica still resyncing takes writes through write-behind, so a copy in flight can never overwrite them.

@@ -328,39 +328,37 @@ export async function readVolume(volume: Volume, offset: number, length: number,
   return { bytes, n }
 }
 
-/**
- * Resolves once every replica that has a source to copy from has nothing pending or being copied
- * and its copier has gone back to sleep (its settle step, which asks the file size, is over).
- * Needed before a test writes again: a wake() during settle() is lost (see write-behind.test.ts).
- */
-export async function copiersAsleep(volume: Volume, files: Map<string, HookFile>, ms = SOON_MS): Promise<void> {
-  const ready = () =>
-    volume.replicas.every((r) => {
-      if (r.failed || !volume.source(r)) return true
-      return r.pending.isEmpty && r.copying === null && files.get(r.id)!.sizedSinceLastWrite
-    })
-  if (!ready()) {
-    let listener: (() => void) | undefined
-    await within(
-      new Promise<void>((resolve) => {
-        listener = () =>
-          setImmediate(() => {
-            if (!listener || !ready()) return
-            for (const f of files.values()) f.changes.off('change', listener)
-            listener = undefined
-            resolve()
-          })
-        for (const f of files.values()) f.changes.on('change', listener)
-      }),
-      ms,
-      'every copier to catch up and sleep',
-    ).finally(() => {
-      if (listener) for (const f of files.values()) f.changes.off('change', listener)
-      listener = undefined
-    })
+/** Polls `predicate` every few ms until it holds; rejects after `ms`. For state with no event to wait on. */
+export async function eventually(predicate: () => boolean | Promise<boolean>, what: string, ms = SOON_MS): Promise<void> {
+  const deadline = performance.now() + ms
+  while (!(await predicate())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
   }
-  // The copier resumes from size() and goes to sleep within microtasks: a few turns are plenty.
-  await turns(3)
+}
+
+/**
+ * Waits until the volume has nothing left to copy and every healthy replica is in-sync with a file
+ * exactly the volume's size on disk (write-behind cuts a longer file only after its last copy),
+ * then returns each replica's bytes by id.
+ */
+export async function settledFiles(h: Harness, volume: Volume, ms = SOON_MS): Promise<Map<string, Buffer>> {
+  await converge(volume, ms)
+  await eventually(
+    async () => {
+      for (const r of volume.replicas) {
+        if (r.failed) continue
+        if (r.state !== 'in-sync' || r.resyncing) return false
+        if ((await fs.stat(h.path(r.id))).size !== volume.size) return false
+      }
+      return true
+    },
+    'every replica file to match the volume size',
+    ms,
+  )
+  const out = new Map<string, Buffer>()
+  for (const r of volume.replicas) out.set(r.id, await h.readFile(r.id))
+  return out
 }
 
 /** Resolves once the volume has nothing left to copy; rejects after `ms`. */
