@@ -53,14 +53,15 @@ async function getJSON(url) {
 /** A bar of `intervals` over [0, size): one absolutely placed segment per interval. */
 function drawBar(kind, intervals, size, title) {
   const bar = el('div', { class: `bar ${kind}`, title, 'data-kind': kind, 'data-segments': String(intervals.length) })
-  if (size <= 0) return bar
-  for (const [start, end] of intervals) {
-    const seg = el('div', { class: 'seg', 'data-start': String(start), 'data-end': String(end) })
-    seg.style.left = `${(start / size) * 100}%`
-    seg.style.width = `${((end - start) / size) * 100}%`
-    bar.append(seg)
+  if (size > 0) {
+    for (const [start, end] of intervals) {
+      const seg = el('div', { class: 'seg', 'data-start': String(start), 'data-end': String(end) })
+      seg.style.left = `${(start / size) * 100}%`
+      seg.style.width = `${((end - start) / size) * 100}%`
+      bar.append(seg)
+    }
   }
-  return bar
+  return el('div', { class: 'bar-row' }, el('span', { class: 'bar-label' }, kind), bar)
 }
 
 function renderVolume(status, ranges) {

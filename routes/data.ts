@@ -253,8 +253,9 @@ export default async function dataRoutes(app: FastifyInstance): Promise<void> {
   app.addContentTypeParser('*', (_request, _payload, done) => done(null))
   await app.register(multipart)
 
-  app.get('/volumes/:name/data', (request, reply) => serveData(app, request, reply, false))
+  // HEAD first, so Fastify does not add its own HEAD that would read the data only to drop it.
   app.head('/volumes/:name/data', (request, reply) => serveData(app, request, reply, true))
+  app.get('/volumes/:name/data', (request, reply) => serveData(app, request, reply, false))
 
   app.put('/volumes/:name/data', async (request, reply) => {
     const { name } = parseOr400(nameParams, request.params)

@@ -9,9 +9,10 @@ export default async function eventRoutes(app: FastifyInstance): Promise<void> {
   // A stream lasts as long as its client: its duration would only distort the request histogram.
   const config = { metrics: false }
 
-  app.get('/events', { config }, (request, reply) => stream(app, request, reply, undefined))
+  // No automatic HEAD: it would run the stream and never end.
+  app.get('/events', { config, exposeHeadRoute: false }, (request, reply) => stream(app, request, reply, undefined))
 
-  app.get('/volumes/:name/events', { config }, (request, reply) => {
+  app.get('/volumes/:name/events', { config, exposeHeadRoute: false }, (request, reply) => {
     const { name } = parseOr400(nameParams, request.params)
     volumeOr404(app, name)
     return stream(app, request, reply, name)
@@ -21,18 +22,18 @@ export default async function eventRoutes(app: FastifyInstance): Promise<void> {
   app.addHook('preClose', async () => app.events.closeAll())
 }
 
+const STREAM_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  // Tell buffering proxies (nginx) to pass events through as they come.
+  'x-accel-buffering': 'no',
+}
+
 function stream(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, volume: string | undefined): void {
   const lastEventId = request.headers['last-event-id']
   reply.hijack()
   const res = reply.raw
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    // Tell buffering proxies (nginx) to pass events through as they come.
-    'x-accel-buffering': 'no',
-    'x-request-id': request.id,
-  })
+  res.writeHead(200, { ...STREAM_HEADERS, connection: 'keep-alive', 'x-request-id': request.id })
   res.flushHeaders()
   const subscription = app.events.subscribe({
     volume,

@@ -11,7 +11,7 @@ const FILES: Record<string, { file: string; type: string }> = {
 }
 
 /** Same-origin only: the page fetches the API and the event stream and nothing else. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 async function readPublic(file: string): Promise<Buffer> {
   for (const candidate of [`../public/${file}`, `../../public/${file}`]) {

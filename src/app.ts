@@ -52,7 +52,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options
   const app = Fastify({
     logger: { level: config.logLevel, ...(options.logStream ? { stream: options.logStream } : {}) },
-    exposeHeadRoutes: false,
     // Names may be 128 characters; longer ones reach the handler and get a clear 400 rather than a bare 414.
     routerOptions: { maxParamLength: 1024 },
     bodyLimit: config.maxJsonBytes,

@@ -22,14 +22,22 @@ export function toIoError(err: unknown): IoError {
  * writes in flight that it has not taken yet (intents), bytes waiting to be copied to it (pending),
  * and the range being copied now. The union is what its journal holds.
  */
+/** A write in flight: journaled up to `end`, written so far up to `reach`. */
+interface Intent {
+  start: number
+  end: number
+  reach: number
+}
+
 export class Replica {
   error: IoError | null = null
   /** Its dirty bytes came from recovery, a re-add or a resync request rather than from write-behind. */
   resyncing = false
-  private readonly intents = new Map<number, [number, number]>()
+  private readonly intents = new Map<number, Intent>()
   private nextIntent = 0
   readonly pending = new RangeSet()
-  copying: [number, number] | null = null
+  /** The pending bytes being copied now (a copy may span clean gaps; only these count as dirty). */
+  readonly copying = new RangeSet()
   private readonly holdWaiters = new Set<HoldWaiter>()
 
   constructor(
@@ -52,40 +60,49 @@ export class Replica {
 
   /** Holds every acknowledged byte: not failed, nothing pending or being copied. */
   get inSync(): boolean {
-    return !this.failed && this.pending.isEmpty && this.copying === null
+    return !this.failed && this.pending.isEmpty && this.copying.isEmpty
   }
 
   get state(): ReplicaState {
     if (this.failed) return 'failed'
-    if (this.pending.isEmpty && this.copying === null && (!this.isAsync || this.intents.size === 0)) return 'in-sync'
+    if (this.pending.isEmpty && this.copying.isEmpty && (!this.isAsync || !this.hasReach())) return 'in-sync'
     return this.resyncing ? 'resyncing' : 'behind'
   }
 
-  /** The union of intents, pending and copying: what the journal must hold. */
+  private hasReach(): boolean {
+    for (const i of this.intents.values()) if (i.reach > i.start) return true
+    return false
+  }
+
+  /** What the journal must hold: pending, copying, and every intent up to its journaled end. */
   dirty(): RangeSet {
     const set = this.pending.clone()
-    for (const [s, e] of this.intents.values()) set.add(s, e)
-    if (this.copying) set.add(this.copying[0], this.copying[1])
+    set.addAll(this.copying)
+    for (const i of this.intents.values()) set.add(i.start, i.end)
     return set
   }
 
+  /** Bytes this replica lacks now: pending, copying, and writes in flight up to where they have got. */
   get dirtyBytes(): number {
-    if (this.intents.size === 0 && this.copying === null) return this.pending.bytes
-    return this.dirty().bytes
+    if (this.intents.size === 0 && this.copying.isEmpty) return this.pending.bytes
+    const set = this.pending.clone()
+    set.addAll(this.copying)
+    for (const i of this.intents.values()) set.add(i.start, i.reach)
+    return set.bytes
   }
 
   /** Whether any byte of [start, end) is missing from this replica. */
   lacks(start: number, end: number): boolean {
-    if (this.pending.intersects(start, end)) return true
-    if (this.copying && this.copying[0] < end && start < this.copying[1]) return true
-    for (const [s, e] of this.intents.values()) if (s < end && start < e) return true
+    if (this.pending.intersects(start, end) || this.copying.intersects(start, end)) return true
+    for (const i of this.intents.values()) if (i.start < end && start < i.reach) return true
     return false
   }
 
   /** Records a write about to happen; resolves once the journal holds it (the write may then proceed). */
   async intend(start: number, end: number): Promise<number> {
     const id = this.nextIntent++
-    this.intents.set(id, [start, end])
+    if (end <= start) return id
+    this.intents.set(id, { start, end, reach: start })
     await this.journal.markDirty(start, end - start)
     return id
   }
@@ -93,10 +110,16 @@ export class Replica {
   /** Grows an intent to cover up to `end`; resolves once the journal holds it. */
   async extendIntent(id: number, end: number): Promise<void> {
     const intent = this.intents.get(id)
-    if (!intent || end <= intent[1]) return
-    const from = intent[1]
-    intent[1] = end
+    if (!intent || end <= intent.end) return
+    const from = intent.end
+    intent.end = end
     await this.journal.markDirty(from, end - from)
+  }
+
+  /** The write has got as far as `reach` (the end of the chunk now being written). */
+  reachIntent(id: number, reach: number): void {
+    const intent = this.intents.get(id)
+    if (intent && reach > intent.reach) intent.reach = Math.min(reach, intent.end)
   }
 
   /** Ends an intent; the bytes it covered that are not otherwise dirty are recorded clean. */
@@ -104,7 +127,7 @@ export class Replica {
     const intent = this.intents.get(id)
     if (!intent) return
     this.intents.delete(id)
-    this.recordClean(intent[0], intent[1])
+    this.recordClean(intent.start, intent.end)
     this.notifyHolders()
   }
 
@@ -113,9 +136,24 @@ export class Replica {
     this.pending.add(start, end)
   }
 
+  /** Moves the pending bytes of [start, end) to copying. */
+  startCopy(start: number, end: number): void {
+    for (let at = start, next = this.pending.firstFrom(at); next && next[0] < end; next = this.pending.firstFrom(at)) {
+      this.copying.add(next[0], Math.min(next[1], end))
+      at = next[1]
+    }
+    this.pending.remove(start, end)
+  }
+
+  /** A copy failed: what it was copying is pending again. */
+  copyFailed(): void {
+    this.pending.addAll(this.copying)
+    this.copying.clear()
+  }
+
   /** Finishes copying [start, end): journal the bytes no newer write dirtied, and wake holders. */
   copied(start: number, end: number): void {
-    this.copying = null
+    this.copying.clear()
     this.recordClean(start, end)
     this.notifyHolders()
   }
@@ -130,8 +168,8 @@ export class Replica {
       if (!next) break
       at = next[1]
     }
-    const busy = [...this.intents.values()]
-    if (this.copying) busy.push(this.copying)
+    const busy: Array<[number, number]> = [...this.intents.values()].map((i) => [i.start, i.end])
+    busy.push(...this.copying)
     for (const [bs, be] of busy) pieces = pieces.flatMap(([s, e]) => cut(s, e, bs, be))
     for (const [s, e] of pieces) this.journal.markClean(s, e - s).catch(() => {})
   }

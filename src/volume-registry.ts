@@ -31,6 +31,8 @@ export class VolumeRegistry {
   private readonly volumes = new Map<string, Volume>()
   /** Names being created, so two concurrent PUTs cannot both create one. */
   private readonly creating = new Map<string, Promise<PutResult>>()
+  /** Replica paths claimed by creations and additions still under way, so two can never take one file. */
+  private readonly claimed = new Set<string>()
   private readonly configDir: string
   private readonly journalDir: string
 
@@ -85,7 +87,21 @@ export class VolumeRegistry {
     for (const v of this.volumes.values()) {
       if (v.replicas.some((x) => x.spec.resolvedPath === path)) throw new VolumeConflictError(`path ${r.path} is already a replica of volume ${v.name}`)
     }
+    if (this.claimed.has(path)) throw new VolumeConflictError(`path ${r.path} is being taken by another request`)
     return { ...r, resolvedPath: path }
+  }
+
+  /** Runs `work` with the paths claimed (checked and claimed in one step, so no await separates them). */
+  private async withClaims<T>(resolved: ResolvedReplicaSpec[], work: () => Promise<T>): Promise<T> {
+    const paths = resolved.map((r) => r.resolvedPath)
+    const taken = paths.find((p) => this.claimed.has(p))
+    if (taken) throw new VolumeConflictError(`path ${taken} is being taken by another request`)
+    for (const p of paths) this.claimed.add(p)
+    try {
+      return await work()
+    } finally {
+      for (const p of paths) this.claimed.delete(p)
+    }
   }
 
   /** Adds a replica to a live volume and persists it; an identical one is reported, another under the id conflicts. */
@@ -96,8 +112,11 @@ export class VolumeRegistry {
       throw new VolumeConflictError(`replica ${spec.id} exists with another configuration`)
     }
     const resolved = await this.resolveOne(spec, [])
-    await volume.addReplica(resolved)
-    await this.persist(volume)
+    await this.withClaims([resolved], async () => {
+      if (volume.replica(spec.id)) throw new VolumeConflictError(`replica ${spec.id} is being added by another request`)
+      await volume.addReplica(resolved)
+      await this.persist(volume)
+    })
     return { created: true }
   }
 
@@ -134,15 +153,17 @@ export class VolumeRegistry {
 
   private async create(name: string, spec: VolumeSpec): Promise<PutResult> {
     const resolved = await this.resolve(spec)
-    const volume = await Volume.open(name, spec, resolved, this.deps(), true)
-    try {
-      await this.persist(volume)
-    } catch (err) {
-      await volume.close(0)
-      throw err
-    }
-    this.volumes.set(name, volume)
-    return { created: true, volume }
+    return this.withClaims(resolved, async () => {
+      const volume = await Volume.open(name, spec, resolved, this.deps(), true)
+      try {
+        await this.persist(volume)
+      } catch (err) {
+        await volume.close(0)
+        throw err
+      }
+      this.volumes.set(name, volume)
+      return { created: true, volume }
+    })
   }
 
   /** Writes a volume's configuration atomically. */

@@ -95,25 +95,16 @@ export class Volume extends EventEmitter<VolumeEvents> {
   static async open(name: string, spec: VolumeSpec, resolved: ResolvedReplicaSpec[], deps: VolumeDeps, fresh: boolean): Promise<Volume> {
     const volume = new Volume(name, spec, deps)
     for (const r of resolved) {
-      let file = null
-      let error: unknown = null
+      const replica: Replica = new Replica(r, null, undefined as unknown as Journal)
       try {
-        file = await deps.openFile(r.resolvedPath)
+        replica.file = await deps.openFile(r.resolvedPath)
       } catch (err) {
-        error = err
+        replica.fail(err)
       }
-      const journalPath = volume.journalPath(r.id)
-      const found = fresh ? ({ kind: 'missing' } as const) : await readJournal(journalPath)
-      let dirty: RangeSet
-      if (found.kind === 'ok') dirty = found.dirty
-      else {
-        if (found.kind === 'corrupt') deps.log.warn({ volume: name, replica: r.id, reason: found.reason }, 'journal corrupt: full resync')
-        dirty = fresh ? new RangeSet() : RangeSet.of([0, WHOLE_FILE])
-      }
-      const replica: Replica = new Replica(r, file, undefined as unknown as Journal)
-      replica.pending.addAll(dirty)
-      replica.journal = await Journal.create(journalPath, dirty, { fsync: spec.durability === 'fsync' }, () => replica.dirty())
-      if (error) replica.fail(error)
+      const found = fresh ? ({ kind: 'missing' } as const) : await readJournal(volume.journalPath(r.id))
+      if (found.kind === 'corrupt') deps.log.warn({ volume: name, replica: r.id, reason: found.reason }, 'journal corrupt: full resync')
+      if (found.kind === 'ok') replica.pending.addAll(found.dirty)
+      else if (!fresh) replica.pending.add(0, WHOLE_FILE)
       volume.replicas.push(replica)
     }
     // The anchor holds the truth: the first healthy sync reading replica with nothing dirty, else the first reading one.
@@ -127,9 +118,14 @@ export class Volume extends EventEmitter<VolumeEvents> {
     }
     volume.size = anchor ? await anchor.file!.size() : 0
     for (const replica of volume.replicas) {
-      if (fresh && replica !== anchor && volume.size > 0) replica.pending.add(0, volume.size)
+      // A new volume's other replicas may hold anything; a file shorter than the volume lost its tail (or was replaced).
+      if (fresh && replica !== anchor) replica.pending.add(0, volume.size)
+      const fileSize = replica.file ? await replica.file.size() : volume.size
+      if (fileSize < volume.size) replica.pending.add(fileSize === 0 ? 0 : fileSize, volume.size)
       replica.pending.truncate(volume.size)
       replica.resyncing = !replica.pending.isEmpty
+      // The journal is written with the full dirty set before anything can be acknowledged.
+      replica.journal = await Journal.create(volume.journalPath(replica.id), replica.pending, { fsync: spec.durability === 'fsync' }, () => replica.dirty())
       volume.attach(replica)
     }
     return volume
@@ -181,6 +177,11 @@ export class Volume extends EventEmitter<VolumeEvents> {
     this.generation++
   }
 
+  /** A volume with no sync replica to write through: writes are buffered for the async ones. */
+  get buffered(): boolean {
+    return !this.replicas.some((r) => r.spec.write && !r.isAsync)
+  }
+
   /** A healthy sync replica holding every acknowledged byte, preferring reading ones. */
   source(exclude?: Replica): Replica | undefined {
     let fallback: Replica | undefined
@@ -196,8 +197,9 @@ export class Volume extends EventEmitter<VolumeEvents> {
   readTarget(start: number, end: number, replicaId?: string): Replica | undefined {
     if (replicaId !== undefined) return this.replicas.find((r) => r.id === replicaId)
     const holder = this.replicas.find((r) => r.spec.read && !r.failed && !r.lacks(start, end))
-    // Without a sync replica, reads queue behind buffered writes in the reading replica's own lane.
-    return holder ?? this.source() ?? this.replicas.find((r) => r.spec.read && !r.failed)
+    if (holder) return holder
+    // Without any sync replica, reads queue behind buffered writes in the reading replica's own lane; otherwise a lagging replica is never read.
+    return this.source() ?? (this.buffered ? this.replicas.find((r) => r.spec.read && !r.failed) : undefined)
   }
 
   replica(id: string): Replica | undefined {
@@ -358,14 +360,14 @@ export class Volume extends EventEmitter<VolumeEvents> {
 
   private emitIdleIfQuiet(): void {
     if (this.sessions.size > 0) return
-    for (const r of this.replicas) if (!r.failed && (r.copying || !r.pending.isEmpty)) return
+    for (const r of this.replicas) if (!r.failed && !r.inSync) return
     this.emit('idle', { volume: this.name })
   }
 
   /** Resolves once no replica has anything left to copy (failed ones excepted), or after `timeoutMs`. */
   async settled(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs
-    const quiet = () => this.sessions.size === 0 && this.replicas.every((r) => r.failed || (r.copying === null && r.pending.isEmpty))
+    const quiet = () => this.sessions.size === 0 && this.replicas.every((r) => r.failed || r.inSync)
     while (!quiet()) {
       if (Date.now() >= deadline) return false
       await new Promise<void>((resolve) => {

@@ -94,7 +94,7 @@ export class WriteBehind {
       const source = replica.failed ? undefined : this.host.source(replica)
       const next = source ? this.pick() : undefined
       if (!source || !next) {
-        if (source && this.needsSettle && replica.copying === null && replica.pending.isEmpty) await this.settle()
+        if (source && this.needsSettle && replica.copying.isEmpty && replica.pending.isEmpty) await this.settle()
         await this.sleep()
         continue
       }
@@ -124,16 +124,14 @@ export class WriteBehind {
 
   private async copy(source: Replica, start: number, end: number): Promise<void> {
     const replica = this.replica
-    replica.pending.remove(start, end)
-    replica.copying = [start, end]
+    replica.startCopy(start, end)
     this.buffer ??= Buffer.allocUnsafe(COPY_CHUNK)
     const chunk = this.buffer.subarray(0, end - start)
     let read: number
     try {
       read = await source.file!.read(chunk, start)
     } catch (err) {
-      replica.copying = null
-      replica.pending.add(start, end)
+      replica.copyFailed()
       this.host.sourceFailed(source, err)
       return
     }
@@ -141,8 +139,7 @@ export class WriteBehind {
       if (read > 0) await replica.file!.write(chunk.subarray(0, read), start)
       if (this.host.fsync) await replica.file!.sync()
     } catch (err) {
-      replica.copying = null
-      replica.pending.add(start, end)
+      replica.copyFailed()
       replica.fail(err)
       return
     }
@@ -158,7 +155,7 @@ export class WriteBehind {
     const replica = this.replica
     try {
       const size = this.host.size()
-      if ((await replica.file!.size()) > size) await replica.file!.truncate(size)
+      if ((await replica.file!.size()) !== size) await replica.file!.truncate(size)
     } catch (err) {
       replica.fail(err)
       return

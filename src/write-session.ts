@@ -91,6 +91,7 @@ export class WriteSession {
       this.intentEnd = Math.max(end, this.intentEnd + INTENT_STEP)
       await Promise.all([...this.intents].map(([r, id]) => r.extendIntent(id, this.intentEnd)))
     }
+    for (const [r, id] of this.intents) r.reachIntent(id, end)
     if (this.buffered) this.queueBuffered(chunk, start)
     else await this.writeDirect(chunk, start, end)
     for (const r of this.behind) {
@@ -156,6 +157,8 @@ export class WriteSession {
   async finish(): Promise<TrackedGroup> {
     const { resizeTo } = this.options
     const newSize = resizeTo === 'end' ? this.position : resizeTo
+    // Buffered writes land first, so a resize never races a queued write.
+    if (this.buffered) await Promise.all(this.bufferedOps)
     if (newSize !== null && newSize !== this.volume.size) await this.resize(newSize)
     if (this.volume.spec.durability === 'fsync') {
       await Promise.all(this.direct.filter((r) => !r.failed).map((r) => r.file!.sync().catch((err) => this.volume.replicaFailed(r, err))))
@@ -181,11 +184,12 @@ export class WriteSession {
     return this.group
   }
 
-  /** Grows or shrinks every healthy replica that takes writes directly; the rest follow through write-behind. */
+  /** Grows or shrinks every healthy replica that takes writes directly (or every one, when buffered); the rest follow through write-behind. */
   private async resize(size: number): Promise<void> {
     this.volume.size = size
     for (const r of this.volume.replicas) r.truncate(size)
-    await Promise.all(this.direct.filter((r) => !r.failed).map((r) => r.file!.truncate(size).catch((err) => this.volume.replicaFailed(r, err))))
+    const now = (this.buffered ? this.behind : this.direct).filter((r) => !r.failed)
+    await Promise.all(now.map((r) => r.file!.truncate(size).catch((err) => this.volume.replicaFailed(r, err))))
     this.volume.bump()
     this.volume.wakeCopiers()
   }

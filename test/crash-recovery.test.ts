@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { serverBuilt, startServer, until, type ServerProcess } from './helpers/server-process.js'
+import { scratch } from './helpers/scratch.js'
 
 const WRITE = 16 << 10
 const WRITES = 256
@@ -24,7 +25,7 @@ async function ready(server: ServerProcess): Promise<void> {
 }
 
 t.test('every acknowledged write survives two kill -9s, one during recovery, and the slow replica converges', { skip: !serverBuilt && 'run npm run build first' }, async (t) => {
-  const dataDir = t.testdir()
+  const dataDir = await scratch(t)
   let server = await startServer({ DATA_DIR: dataDir })
   t.teardown(() => server.child.kill('SIGKILL'))
   await ready(server)
@@ -96,7 +97,7 @@ t.test('every acknowledged write survives two kill -9s, one during recovery, and
 })
 
 t.test('SIGTERM lets write-behind run for the grace period, persists the rest, and the next start resumes', { skip: !serverBuilt && 'run npm run build first' }, async (t) => {
-  const dataDir = t.testdir()
+  const dataDir = await scratch(t)
   let server = await startServer({ DATA_DIR: dataDir, SHUTDOWN_GRACE_MS: '300' })
   t.teardown(() => server.child.kill('SIGKILL'))
   await ready(server)

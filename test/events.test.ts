@@ -108,6 +108,16 @@ t.test('GET /events carries every volume; a volume stream only its own; an unkno
   two.close()
 })
 
+t.test('HEAD of a stream is answered at once, without a stream', async (t) => {
+  const { app } = await makeApp(t)
+  await createVolume(t, app, 'v', [{ id: 'r', path: 'v.bin' }])
+  for (const url of ['/events', '/volumes/v/events']) {
+    const res = await app.inject({ method: 'HEAD', url })
+    t.equal(res.rawPayload.length, 0, `HEAD ${url}: answered (${res.statusCode}), no body`)
+  }
+  t.equal(app.events.subscriberCount, 0, 'nobody subscribed')
+})
+
 t.test('heartbeats keep an idle stream alive', async (t) => {
   const { app } = await makeApp(t, { EVENTS_HEARTBEAT_MS: '40' })
   const base = await listen(t, app)
@@ -198,8 +208,10 @@ t.test('a client that stops reading is dropped; one that keeps up is not', async
   }
   t.equal(app.events.subscriberCount, 1, `the stalled client was dropped (after ${sent} events)`)
   t.equal(app.events.droppedCount, 1, 'one drop counted')
+  // Once it reads again it finds its stream cut off (a paused socket cannot notice before).
+  stalled.resume()
   await stalledClosed
-  t.pass('the stalled client saw its connection cut')
+  t.pass('the stalled client finds its connection cut')
 
   await keepsUp.until((e) => e.length >= sent, 10_000, 'every event for the client that reads')
   t.same(keepsUp.events.map((e) => e.json.n), Array.from({ length: sent }, (_, i) => i), 'the reading client got every event, in order')

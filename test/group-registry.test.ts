@@ -2,7 +2,6 @@ import t from 'tap'
 import { GroupRegistry } from '../src/group-registry.js'
 import type { GroupKind } from '../src/schemas.js'
 import { TrackedGroup } from '../src/tracked-group.js'
-import { knownBug } from './helpers/engine.js'
 
 const registry = (over: Partial<{ retentionMs: number; maxGroups: number; maxReadGroups: number }> = {}) =>
   new GroupRegistry({ retentionMs: 1000, maxGroups: 3, maxReadGroups: 2, ...over })
@@ -115,7 +114,6 @@ t.test('list: one volume, newest first, filtered and limited', async (t) => {
 
 t.test(
   'list: groups created in the same millisecond still come newest first',
-  knownBug('GroupRegistry.list sorts by createdAt (ms) only; ties keep [writes..., reads...] insertion order, i.e. oldest first'),
   async (t) => {
     const r = registry({ maxGroups: 10, maxReadGroups: 10 })
     const gs = [group('v', 'write', 7), group('v', 'read', 7), group('v', 'write', 7), group('v', 'read', 7)]

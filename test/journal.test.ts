@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { Journal, readJournal, replayJournal, WHOLE_FILE, type JournalOptions, type RecoveredJournal } from '../src/journal.js'
 import { RangeSet } from '../src/range-set.js'
+import { scratch } from './helpers/scratch.js'
 
 const HEADER = 16
 const RECORD = 24
@@ -75,7 +76,7 @@ function rawRecord(type: number, offset: number, length: number): Buffer {
 }
 
 t.test('markDirty and markClean replay to the expected set', async (t) => {
-  const path = join(t.testdir(), 'j', 'r.journal')
+  const path = join(await scratch(t), 'j', 'r.journal')
   const j = await Modelled.create(path, { fsync: false })
   await Promise.all([j.dirty(0, 100), j.dirty(200, 50), j.clean(50, 10), j.dirty(1000, 1), j.clean(1000, 1)])
   await j.dirty(5000, 10)
@@ -102,7 +103,7 @@ t.test('create starts from the given set and replaces an old journal atomically'
 })
 
 t.test('WHOLE_FILE marks everything and clamps at the end', async (t) => {
-  const path = join(t.testdir(), 'r.journal')
+  const path = join(await scratch(t), 'r.journal')
   const j = await Journal.create(path, new RangeSet(), { fsync: false }, () => new RangeSet())
   await j.markDirty(0, WHOLE_FILE)
   await j.markClean(0, 4096)
@@ -112,7 +113,7 @@ t.test('WHOLE_FILE marks everything and clamps at the end', async (t) => {
 })
 
 t.test('group commit: appends made in one tick are written as one batch', async (t) => {
-  const dir = t.testdir()
+  const dir = await scratch(t)
   const path = join(dir, 'r.journal')
   const j = await Journal.create(path, new RangeSet(), { fsync: true }, () => new RangeSet())
   await countHandleCalls(dir, async (counts) => {
@@ -140,7 +141,7 @@ t.test('group commit: appends made in one tick are written as one batch', async 
 })
 
 t.test('fsync option: datasync before the append resolves, and only when asked', async (t) => {
-  const dir = t.testdir()
+  const dir = await scratch(t)
   await countHandleCalls(dir, async (counts) => {
     const plain = await Journal.create(join(dir, 'plain.journal'), new RangeSet(), { fsync: false }, () => new RangeSet())
     counts.syncs = 0
@@ -163,7 +164,7 @@ t.test('fsync option: datasync before the append resolves, and only when asked',
 })
 
 t.test('compaction rewrites the journal from the live set', async (t) => {
-  const dir = t.testdir()
+  const dir = await scratch(t)
   const path = join(dir, 'r.journal')
   const compactAfter = 4
   const j = await Modelled.create(path, { fsync: false, compactAfter })
@@ -193,7 +194,7 @@ t.test('compaction rewrites the journal from the live set', async (t) => {
 })
 
 t.test('a torn tail recovers the valid prefix', async (t) => {
-  const dir = t.testdir()
+  const dir = await scratch(t)
   const path = join(dir, 'r.journal')
   const j = await Journal.create(path, new RangeSet(), { fsync: false }, () => new RangeSet())
   await j.markDirty(0, 10)
@@ -229,7 +230,7 @@ t.test('a torn tail recovers the valid prefix', async (t) => {
 })
 
 t.test('a bad record followed by valid ones is corrupt', async (t) => {
-  const path = join(t.testdir(), 'r.journal')
+  const path = join(await scratch(t), 'r.journal')
   const j = await Journal.create(path, new RangeSet(), { fsync: false }, () => new RangeSet())
   for (let i = 0; i < 5; i++) await j.markDirty(i * 100, 10)
   await j.close()
@@ -278,7 +279,7 @@ t.test('a bad header is corrupt; a missing file is missing', async (t) => {
 })
 
 t.test('a closed journal refuses appends', async (t) => {
-  const path = join(t.testdir(), 'r.journal')
+  const path = join(await scratch(t), 'r.journal')
   const j = await Journal.create(path, new RangeSet(), { fsync: false }, () => new RangeSet())
   const before = j.markDirty(0, 10)
   await j.close()
@@ -299,7 +300,7 @@ const opArb = fc.record({
 })
 
 t.test('property: any sequence of dirty/clean appends replays to the model', async (t) => {
-  const dir = t.testdir()
+  const dir = await scratch(t)
   let n = 0
   await fc.assert(
     fc.asyncProperty(fc.array(opArb, { maxLength: 60 }), fc.option(fc.integer({ min: 1, max: 8 })), fc.boolean(), async (ops, compactAfter, closeFirst) => {
@@ -323,7 +324,7 @@ t.test('property: any sequence of dirty/clean appends replays to the model', asy
 })
 
 t.test('property: truncating the file anywhere never loses a range that was durably dirty before the cut', async (t) => {
-  const dir = t.testdir()
+  const dir = await scratch(t)
   let n = 0
   await fc.assert(
     fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), fc.double({ min: 0, max: 1, noNaN: true }), async (ops, where) => {
@@ -355,7 +356,7 @@ t.test('property: truncating the file anywhere never loses a range that was dura
 })
 
 t.test('property: garbage after the last record never changes the recovered set', async (t) => {
-  const path = join(t.testdir(), 'g.journal')
+  const path = join(await scratch(t), 'g.journal')
   const j = await Modelled.create(path, { fsync: false })
   for (let i = 0; i < 10; i++) await j.dirty(i * 50, 20 + i)
   await j.clean(60, 100)

@@ -695,6 +695,27 @@ t.test('with AUTH_TOKEN, every route but /healthz and /readyz needs the bearer t
   await call(t, secured, '/volumes', { method: 'GET', url: '/volumes', headers: { authorization: `Bearer ${token}` } }, 200)
 })
 
+t.test('HEAD answers like GET on every route that documents it, without a body (RFC 9110 §9.3.2)', async (t) => {
+  const dir = await tempDir('filemirror-openapi-head-')
+  const headApp = await buildApp({ config: loadConfig({ DATA_DIR: dir, LOG_LEVEL: 'silent' }) })
+  t.teardown(async () => {
+    await headApp.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+  await headApp.volumesOpen
+  await headApp.inject({ method: 'PUT', url: '/volumes/h', payload: { replicas: [{ id: 'a', path: 'h.img' }] } })
+  const put = await headApp.inject({ method: 'PUT', url: '/volumes/h/data', payload: Buffer.from('hello') })
+  const groupId = String(put.headers['operation-id'])
+  for (const { path, method } of operations) {
+    if (method !== 'head' || path === '/volumes/{name}/data') continue
+    const url = path.replace('{name}', 'h').replace('{id}', groupId)
+    const head = await call(t, headApp, path, { method: 'HEAD', url }, 200)
+    const get = await headApp.inject({ method: 'GET', url })
+    t.equal(head.headers['content-type'], get.headers['content-type'], `HEAD ${path}: same Content-Type as GET`)
+  }
+  await call(t, headApp, '/volumes/{name}', { method: 'HEAD', url: '/volumes/nope' }, 404)
+})
+
 // ------------------------------------------------------------------ coverage
 
 t.test('every documented operation was exercised', async (t) => {

@@ -380,11 +380,3 @@ export function pattern(length: number, seed: number): Buffer {
   }
   return out
 }
-
-/**
- * Options for a test that shows a known bug in src/: `{ todo: why }`, so tap skips it and reports it
- * as todo. Set RUN_KNOWN_BUGS=1 to run these tests for real (they fail until the bug is fixed).
- */
-export function knownBug(why: string): { todo?: string } {
-  return process.env.RUN_KNOWN_BUGS ? {} : { todo: why }
-}
