@@ -116,3 +116,21 @@ export async function stopChild(started: Started, graceMs = 15_000, signal: Node
   await started.exited
   clearTimeout(timer)
 }
+
+const CLOCK_TICKS = 100
+
+/** CPU seconds (user + system) used so far by a process tree; diff two readings for the CPU a run cost. */
+export function cpuSeconds(root: number): number {
+  let ticks = 0
+  for (const pid of processTree(root)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      // utime and stime are fields 14 and 15 of /proc/pid/stat; fields[0] here is field 3.
+      ticks += Number(fields[11]) + Number(fields[12])
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks / CLOCK_TICKS
+}

@@ -16,7 +16,7 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyStatic, startFilemirror, startNginx, versions, type Server } from './peers.js'
-import { peakRssMiB, resetPeakRss } from './proc.js'
+import { cpuSeconds, peakRssMiB, resetPeakRss } from './proc.js'
 import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
 
 const env = process.env
@@ -136,6 +136,8 @@ interface Measured extends WrkResult {
   round: number
   /** 1-minute load average when the run ended: how busy the shared cores were. */
   loadAvg: number
+  /** Server CPU time (user + system, all its processes) per request, µs: steadier than rates on shared cores. */
+  cpuUsPerRequest: number
 }
 
 const loadAvg = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0])
@@ -161,8 +163,10 @@ let rssResettable = true
 async function measure(target: Target, load: Load, round: number): Promise<Measured> {
   const script = luaScript(luaDir, load, target.path)
   rssResettable = resetPeakRss(target.server.pid) && rssResettable
+  const cpuBefore = cpuSeconds(target.server.pid)
   const result = await runWrk(`${target.server.base}${target.path}`, script, load, { seconds: SECONDS, threads: THREADS, connections: CONNECTIONS })
-  return { ...result, peakRssMiB: peakRssMiB(target.server.pid), round, loadAvg: loadAvg() }
+  const cpu = cpuSeconds(target.server.pid) - cpuBefore
+  return { ...result, peakRssMiB: peakRssMiB(target.server.pid), round, loadAvg: loadAvg(), cpuUsPerRequest: (cpu / Math.max(1, result.requests)) * 1e6 }
 }
 
 /** Runs the load on each target in turn, `ROUNDS` times, reversing the order every other round. */
@@ -180,7 +184,7 @@ async function compare(key: string, label: string, load: Load, targets: Target[]
       const list = row.runs.get(t.column) ?? []
       list.push(m)
       row.runs.set(t.column, list)
-      log(`${label} | ${t.column} | round ${round}: ${fmtInt(m.requestsPerSecond)} req/s, ${m.mbPerSecond.toFixed(0)} MB/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, ${m.peakRssMiB.toFixed(0)} MiB${errorsOf(m)}`)
+      log(`${label} | ${t.column} | round ${round}: ${fmtInt(m.requestsPerSecond)} req/s, ${m.mbPerSecond.toFixed(0)} MB/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, ${m.peakRssMiB.toFixed(0)} MiB, ${m.cpuUsPerRequest.toFixed(0)} µs CPU/req${errorsOf(m)}`)
     }
   }
   return row
@@ -295,7 +299,7 @@ async function mirroredServer(): Promise<Server> {
 // --- flat cost: volume size and groups retained ---------------------------------------------------------
 
 interface FlatResult {
-  rows: Array<{ label: string; base: Measured; other: Measured; ratio: number }>
+  rows: Array<{ label: string; base: Measured; other: Measured; ratio: number; baseRuns: Measured[]; otherRuns: Measured[]; baseName: string; otherName: string }>
   fillRequests: number
   fillSeconds: number
 }
@@ -314,9 +318,18 @@ async function flat(): Promise<FlatResult> {
   const get4k: Load = { method: 'GET', block: KiB4, size: FILE_SIZE }
   const getBig: Load = { method: 'GET', block: KiB4, size: BIG_SIZE }
   log(`flat: filling ${fmtInt(GROUPS)} write groups (PUT 4 KiB) and the read window`)
-  const fill = await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, put4k, FM_PATH, Math.ceil(GROUPS / THREADS)), put4k, { seconds: 900, threads: THREADS, connections: CONNECTIONS })
+  // wrk always runs its whole duration, so the fill goes in slices until enough requests went through.
+  const fill = { requests: 0, seconds: 0, badStatus: 0, socketErrors: 0 }
+  while (fill.requests < GROUPS) {
+    const slice = await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, put4k, FM_PATH), put4k, { seconds: 5, threads: THREADS, connections: CONNECTIONS })
+    fill.requests += slice.requests - slice.badStatus
+    fill.seconds += slice.seconds
+    fill.badStatus += slice.badStatus
+    fill.socketErrors += slice.socketErrors
+    if (slice.requests === slice.badStatus) throw new Error('flat: the fill PUTs all failed')
+  }
   await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, get4k, FM_PATH), get4k, { seconds: 2, threads: THREADS, connections: CONNECTIONS })
-  log(`flat: ${fmtInt(fill.requests)} PUTs in ${fill.seconds.toFixed(1)} s${errorsOf(fill)}`)
+  log(`flat: ${fmtInt(fill.requests)} PUTs in ${fill.seconds.toFixed(1)} s${fill.badStatus + fill.socketErrors > 0 ? ` (${fill.badStatus} bad status, ${fill.socketErrors} socket errors)` : ''}`)
 
   const cases = [
     { label: 'GET 4 KiB: 4 GiB sparse volume vs 256 MiB volume', load: getBig, path: '/volumes/big/data', base: none, other: none, baseLoad: get4k },
@@ -340,7 +353,7 @@ async function flat(): Promise<FlatResult> {
     const pick = (runs: Measured[]) => runs.reduce((a, b) => (b.requestsPerSecond > a.requestsPerSecond ? b : a))
     const base = pick(baseRuns)
     const other = pick(otherRuns)
-    out.push({ label: c.label, base, other, ratio: other.requestsPerSecond / base.requestsPerSecond })
+    out.push({ label: c.label, base, other, ratio: other.requestsPerSecond / base.requestsPerSecond, baseRuns, otherRuns, baseName: `${c.base.name}, 256 MiB`, otherName: `${c.other.name}, ${c.load.size >> 20} MiB` })
     log(`${c.label}: ${fmtInt(other.requestsPerSecond)} vs ${fmtInt(base.requestsPerSecond)} req/s = ${(other.requestsPerSecond / base.requestsPerSecond).toFixed(2)}x`)
   }
   await stop(none)
@@ -381,7 +394,7 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
   lines.push('')
   lines.push(
     `Loopback, \`wrk -t${THREADS} -c${CONNECTIONS} -d${SECONDS}s --latency\` with Lua scripts picking random block-aligned offsets in one ${FILE_SIZE / MiB1} MiB file that every server serves ` +
-      `(GET \`Range: bytes=a-b\`; PUT a body with \`Content-Range: bytes a-b/*\`). Servers run alternately, ${ROUNDS} rounds after a ${WARMUP} s warm-up; ` +
+      `(GET \`Range: bytes=a-b\`; PUT a body with \`Content-Range: bytes a-b/*\`). Servers run alternately, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (the order reversed every other round) after a ${WARMUP} s warm-up per server and load; ` +
       `each cell is the best round (requests/s, payload MB/s = requests x block, wrk's p50 / p99 latency, summed VmHWM of the server's processes during that run${rssResettable ? '' : ' — could not reset VmHWM, so peaks are since start'}). ` +
       `Every peer logs each request (nginx/Apache access logs, Fastify's default request logging at info, to files); ` +
       `"bare node" is a reference, not a peer: node:http with one positional fs.read/fs.write per request and no logging (bench/bare-server.ts). ` +
@@ -423,10 +436,15 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
   if (stream) lines.push(`Streaming: a fresh service (idle RSS ${stream.idleRss.toFixed(0)} MiB) took the chunked PUT in ${stream.putSeconds.toFixed(1)} s; a second fresh one served the whole GET in ${stream.getSeconds.toFixed(1)} s; peaks are VmHWM since start.`)
   if (flatResult) lines.push(`Flat cost: "~0 groups" is a service with MAX_GROUPS=1 and MAX_READ_GROUPS=1; the other keeps the defaults and took ${fmtInt(flatResult.fillRequests)} PUTs (${flatResult.fillSeconds.toFixed(0)} s) before measuring; the 4 GiB volume is a sparse file.`)
   lines.push('')
-  lines.push('<details><summary>Every round</summary>', '', '| load | server | round | req/s | MB/s | p50 ms | p99 ms | max ms | peak RSS MiB | errors | load avg |', '|---|---|---|---|---|---|---|---|---|---|---|')
+  lines.push('<details><summary>Every round</summary>', '', '| load | server | round | req/s | MB/s | p50 ms | p99 ms | max ms | peak RSS MiB | server CPU µs/req | errors | load avg |', '|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const row of rows) {
     for (const [column, runs] of row.runs) {
-      for (const r of runs) lines.push(`| ${row.label} | ${column} | ${r.round} | ${fmtInt(r.requestsPerSecond)} | ${r.mbPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${r.peakRssMiB.toFixed(0)} | ${r.badStatus + r.socketErrors} | ${r.loadAvg.toFixed(1)} |`)
+      for (const r of runs) lines.push(`| ${row.label} | ${column} | ${r.round} | ${fmtInt(r.requestsPerSecond)} | ${r.mbPerSecond.toFixed(0)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.maxMs.toFixed(1)} | ${r.peakRssMiB.toFixed(0)} | ${r.cpuUsPerRequest.toFixed(0)} | ${r.badStatus + r.socketErrors} | ${r.loadAvg.toFixed(1)} |`)
+    }
+  }
+  for (const r of flatResult?.rows ?? []) {
+    for (const [name, runs] of [[r.baseName, r.baseRuns], [r.otherName, r.otherRuns]] as const) {
+      for (const x of runs) lines.push(`| flat: ${r.label} | ${name} | ${x.round} | ${fmtInt(x.requestsPerSecond)} | ${x.mbPerSecond.toFixed(0)} | ${x.p50Ms.toFixed(2)} | ${x.p99Ms.toFixed(2)} | ${x.maxMs.toFixed(1)} | ${x.peakRssMiB.toFixed(0)} | ${x.cpuUsPerRequest.toFixed(0)} | ${x.badStatus + x.socketErrors} | ${x.loadAvg.toFixed(1)} |`)
     }
   }
   lines.push('', '</details>', '')

@@ -30,16 +30,15 @@ export interface WrkResult {
 
 /**
  * The Lua script: each of wrk's threads seeds its own generator; GET sends `Range: bytes=a-b`, PUT a
- * body of `block` bytes with `Content-Range: bytes a-b/*`. `limit` (per thread) stops a thread after that many responses.
+ * body of `block` bytes (random, the same for every request of a thread) with `Content-Range: bytes a-b/*`.
  */
-export function luaScript(dir: string, load: Load, path: string, limitPerThread = 0): string {
-  const file = join(dir, `${load.method.toLowerCase()}-${load.block}-${load.size}-${limitPerThread}-${path.replace(/\W/g, '_')}.lua`)
+export function luaScript(dir: string, load: Load, path: string): string {
+  const file = join(dir, `${load.method.toLowerCase()}-${load.block}-${load.size}-${path.replace(/\W/g, '_')}.lua`)
   writeFileSync(
     file,
-    `local path, size, block, method, limit = "${path}", ${load.size}, ${load.block}, "${load.method}", ${limitPerThread}
+    `local path, size, block, method = "${path}", ${load.size}, ${load.block}, "${load.method}"
 local blocks = math.floor(size / block)
 local body = nil
-local seen = 0
 local counter = 1
 function setup(thread)
   thread:set("tid", counter)
@@ -62,14 +61,6 @@ function request()
   end
   return wrk.format("PUT", path, { ["Content-Range"] = "bytes " .. off .. "-" .. last .. "/*", ["Content-Type"] = "application/octet-stream" }, body)
 end
-${
-  limitPerThread > 0
-    ? `function response(status, headers, body)
-  seen = seen + 1
-  if seen >= limit then wrk.thread:stop() end
-end`
-    : ''
-}
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d}\\n',

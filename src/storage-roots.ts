@@ -42,5 +42,21 @@ export async function resolveReplicaPath(path: string, dataDir: string, roots: s
   if (!realRoots.some((root) => isInside(root, real))) {
     throw new PathRefusedError(`path ${path} is outside the storage roots`)
   }
+  await checkFileShape(real, path)
   return real
+}
+
+/** A replica must be a regular file (or not exist yet) under directories: refuse anything else before creating a thing. */
+async function checkFileShape(real: string, path: string): Promise<void> {
+  const stat = await fs.stat(real).catch(() => undefined)
+  if (stat && !stat.isFile()) throw new PathRefusedError(`path ${path} exists and is not a regular file`)
+  if (stat) return
+  for (let dir = dirname(real); ; dir = dirname(dir)) {
+    const parent = await fs.stat(dir).catch(() => undefined)
+    if (parent) {
+      if (!parent.isDirectory()) throw new PathRefusedError(`path ${path} lies under something that is not a directory`)
+      return
+    }
+    if (dirname(dir) === dir) return
+  }
 }

@@ -155,6 +155,11 @@ export class VolumeRegistry {
     const resolved = await this.resolve(spec)
     return this.withClaims(resolved, async () => {
       const volume = await Volume.open(name, spec, resolved, this.deps(), true)
+      const broken = volume.replicas.find((r) => r.failed)
+      if (broken) {
+        await volume.close(0)
+        throw new PathRefusedError(`replica ${broken.id} cannot be opened: ${broken.error?.code ?? 'EIO'}`)
+      }
       try {
         await this.persist(volume)
       } catch (err) {

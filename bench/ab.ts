@@ -1,0 +1,86 @@
+/**
+ * A/B of filemirror builds or settings under one load, run alternately on one file: for checking that a
+ * change to src/ or routes/ really cuts per-request cost. Reports requests/s, p50/p99 and server CPU per
+ * request (user + system time from /proc, steadier than rates when the cores are shared).
+ *
+ * Usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m> <variant>...
+ *   variant: label=/path/to/dist/src/server.js[,ENV=value...]   e.g. base=dist/src/server.js quiet=dist/src/server.js,LOG_LEVEL=warn
+ * BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_FILE_MIB (256).
+ */
+import { randomFillSync } from 'node:crypto'
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createVolume, startFilemirror, type Server } from './peers.js'
+import { cpuSeconds } from './proc.js'
+import { luaScript, runWrk, type Load } from './wrk.js'
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const FILE_SIZE = Number(process.env.BENCH_FILE_MIB ?? 256) * (1 << 20)
+const loads: Record<string, Load> = {
+  get4k: { method: 'GET', block: 4096, size: FILE_SIZE },
+  put4k: { method: 'PUT', block: 4096, size: FILE_SIZE },
+  get1m: { method: 'GET', block: 1 << 20, size: FILE_SIZE },
+  put1m: { method: 'PUT', block: 1 << 20, size: FILE_SIZE },
+}
+const [loadName, ...specs] = process.argv.slice(2)
+const load = loads[loadName]
+if (!load || specs.length === 0) {
+  console.error('usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m> label=/path/server.js[,ENV=value...] ...')
+  process.exit(2)
+}
+
+const work = mkdtempSync(join(tmpdir(), 'fm-ab-'))
+const data = join(work, 'data')
+mkdirSync(data)
+const file = join(data, 'bench.img')
+const fd = openSync(file, 'w', 0o666)
+const chunk = Buffer.allocUnsafe(4 << 20)
+for (let at = 0; at < FILE_SIZE; at += chunk.length) writeSync(fd, randomFillSync(chunk), 0, Math.min(chunk.length, FILE_SIZE - at), at)
+closeSync(fd)
+chmodSync(file, 0o666)
+
+interface Variant {
+  label: string
+  server: Server
+  runs: Array<{ rps: number; p50: number; p99: number; cpuUs: number }>
+}
+
+const variants: Variant[] = []
+try {
+  for (const spec of specs) {
+    const [label, rest] = spec.split(/=(.*)/s, 2)
+    const [path, ...envPairs] = rest.split(',')
+    const env = Object.fromEntries(envPairs.map((p) => p.split(/=(.*)/s, 2) as [string, string]))
+    process.env.BENCH_SERVER = resolve(path)
+    const dir = join(work, `fm-${variants.length}`)
+    const server = await startFilemirror({ name: label, dataDir: dir, storageRoot: data, logPath: join(dir, 'server.log'), env })
+    await createVolume(server, 'bench', [{ id: 'main', path: file }])
+    variants.push({ label, server, runs: [] })
+  }
+  const path = '/volumes/bench/data'
+  const script = luaScript(work, load, path)
+  for (const v of variants) await runWrk(`${v.server.base}${path}`, script, load, { seconds: 2 })
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const v of round % 2 === 0 ? variants : [...variants].reverse()) {
+      const before = cpuSeconds(v.server.pid)
+      const r = await runWrk(`${v.server.base}${path}`, script, load, { seconds: SECONDS })
+      const cpuUs = ((cpuSeconds(v.server.pid) - before) / Math.max(1, r.requests)) * 1e6
+      v.runs.push({ rps: r.requestsPerSecond, p50: r.p50Ms, p99: r.p99Ms, cpuUs })
+      console.error(`${v.label} round ${round + 1}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, ${cpuUs.toFixed(0)} µs CPU/req${r.badStatus + r.socketErrors ? `, ${r.badStatus + r.socketErrors} errors` : ''}`)
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+  const base = variants[0]
+  console.log(`| ${loadName} | best req/s | median CPU µs/req | vs ${base.label} (CPU) | best p99 ms |`)
+  console.log('|---|---|---|---|---|')
+  for (const v of variants) {
+    const cpu = median(v.runs.map((r) => r.cpuUs))
+    const baseCpu = median(base.runs.map((r) => r.cpuUs))
+    console.log(`| ${v.label} | ${Math.round(Math.max(...v.runs.map((r) => r.rps)))} | ${cpu.toFixed(0)} | ${(cpu / baseCpu).toFixed(2)}x | ${Math.min(...v.runs.map((r) => r.p99)).toFixed(2)} |`)
+  }
+} finally {
+  for (const v of variants) await v.server.stop()
+  rmSync(work, { recursive: true, force: true })
+}
