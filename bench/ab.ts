@@ -3,7 +3,7 @@
  * change to src/ or routes/ really cuts per-request cost. Reports requests/s, p50/p99 and server CPU per
  * request (user + system time from /proc, steadier than rates when the cores are shared).
  *
- * Usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m> <variant>...
+ * Usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m|put4k-mirror> <variant>...
  *   variant: label=/path/to/dist/src/server.js[,ENV=value...]   e.g. base=dist/src/server.js quiet=dist/src/server.js,LOG_LEVEL=warn
  * BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_FILE_MIB (256).
  */
@@ -11,7 +11,7 @@ import { randomFillSync } from 'node:crypto'
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { createVolume, startFilemirror, type Server } from './peers.js'
+import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
 import { cpuSeconds } from './proc.js'
 import { luaScript, runWrk, type Load } from './wrk.js'
 
@@ -23,11 +23,13 @@ const loads: Record<string, Load> = {
   put4k: { method: 'PUT', block: 4096, size: FILE_SIZE },
   get1m: { method: 'GET', block: 1 << 20, size: FILE_SIZE },
   put1m: { method: 'PUT', block: 1 << 20, size: FILE_SIZE },
+  /** PUT 4 KiB into a volume with an async mirror throttled to 8 MiB/s, starting in sync. */
+  'put4k-mirror': { method: 'PUT', block: 4096, size: FILE_SIZE },
 }
 const [loadName, ...specs] = process.argv.slice(2)
 const load = loads[loadName]
 if (!load || specs.length === 0) {
-  console.error('usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m> label=/path/server.js[,ENV=value...] ...')
+  console.error('usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m|put4k-mirror> label=/path/server.js[,ENV=value...] ...')
   process.exit(2)
 }
 
@@ -55,8 +57,14 @@ try {
     const env = Object.fromEntries(envPairs.map((p) => p.split(/=(.*)/s, 2) as [string, string]))
     process.env.BENCH_SERVER = resolve(path)
     const dir = join(work, `fm-${variants.length}`)
-    const server = await startFilemirror({ name: label, dataDir: dir, storageRoot: data, logPath: join(dir, 'server.log'), env })
-    await createVolume(server, 'bench', [{ id: 'main', path: file }])
+    const common = { name: label, dataDir: dir, storageRoot: data, logPath: join(dir, 'server.log'), env }
+    let server: Server
+    if (loadName === 'put4k-mirror') {
+      server = await startMirroredFilemirror({ ...common, file, mirror: join(data, `mirror-${variants.length}.img`), rate: 8 << 20 })
+    } else {
+      server = await startFilemirror(common)
+      await createVolume(server, 'bench', [{ id: 'main', path: file }])
+    }
     variants.push({ label, server, runs: [] })
   }
   const path = '/volumes/bench/data'

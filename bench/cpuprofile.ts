@@ -38,6 +38,34 @@ export interface ProfileSummary {
   busyMs: number
   functions: FunctionTime[]
   areas: Array<{ area: string; selfMs: number }>
+  /** Busy time by what it was for, from whole stacks (see subsystemOf). */
+  subsystems: Array<{ subsystem: string; ms: number }>
+}
+
+/** Subsystems that own everything beneath them wherever they appear on the stack (a log line's fs.write is logging). */
+const OWNERS: Array<[string, RegExp]> = [
+  ['logging (pino, sonic-boom, Fastify request logs)', /node_modules\/(pino|sonic-boom|pino-std-serializers)\/|fastify\/lib\/(logger|log-controller)/],
+  ['event stream (src/event-stream)', /dist\/src\/event-stream\.js/],
+  ['metrics (prom-client, src/metrics)', /node_modules\/prom-client\/|dist\/src\/metrics\.js/],
+  ['validation (zod)', /node_modules\/zod\//],
+]
+/** Otherwise the frame closest to the leaf that matches decides. */
+const NEAREST: Array<[string, RegExp]> = [
+  ['socket writes (node:net, streams, http outgoing)', /^node:(net|internal\/stream_base_commons|_http_outgoing|internal\/streams)/],
+  ['HTTP parsing (node:_http_*)', /^node:(_http_common|_http_incoming|_http_server)/],
+  ['file I/O (node:fs, src/replica-file)', /^node:(fs|internal\/fs)|dist\/src\/replica-file\.js/],
+  ['Fastify, find-my-way', /node_modules\/(fastify|find-my-way|avvio|@fastify)\//],
+  ['filemirror engine and routes', /dist\/(src|routes)\//],
+  ['start-up (module loading)', /^node:internal\/modules|^node:internal\/(main|bootstrap)/],
+]
+
+function subsystemOf(stack: CallFrame[]): string {
+  const leaf = stack[0]
+  if (leaf.functionName === '(garbage collector)') return '(gc)'
+  if (leaf.functionName === '(program)') return '(program: native, unattributed)'
+  for (const [name, re] of OWNERS) if (stack.some((f) => re.test(f.url))) return name
+  for (const f of stack) for (const [name, re] of NEAREST) if (re.test(f.url)) return name
+  return 'other'
 }
 
 /** Which part of the process a frame belongs to. */
@@ -74,6 +102,7 @@ export function summarize(profile: CpuProfile): ProfileSummary {
   const total = new Map<string, number>()
   const areaSelf = new Map<string, number>()
   const areaByKey = new Map<string, string>()
+  const subsystems = new Map<string, number>()
   let totalUs = 0
   let idleUs = 0
   for (let i = 0; i < profile.samples.length; i++) {
@@ -89,13 +118,19 @@ export function summarize(profile: CpuProfile): ProfileSummary {
     self.set(leafKey, (self.get(leafKey) ?? 0) + dt)
     areaSelf.set(area, (areaSelf.get(area) ?? 0) + dt)
     const seen = new Set<string>()
+    const stack: CallFrame[] = []
     for (let id: number | undefined = leaf.id; id !== undefined; id = parent.get(id)) {
       const frame = byId.get(id)!.callFrame
+      stack.push(frame)
       const key = keyOf(frame)
       if (seen.has(key)) continue
       seen.add(key)
       areaByKey.set(key, areaOf(frame))
       total.set(key, (total.get(key) ?? 0) + dt)
+    }
+    if (area !== '(idle)') {
+      const sub = subsystemOf(stack)
+      subsystems.set(sub, (subsystems.get(sub) ?? 0) + dt)
     }
   }
   const functions = [...total.keys()].map((key) => ({ key, area: areaByKey.get(key) ?? '?', selfMs: (self.get(key) ?? 0) / 1000, totalMs: (total.get(key) ?? 0) / 1000 }))
@@ -104,6 +139,7 @@ export function summarize(profile: CpuProfile): ProfileSummary {
     busyMs: (totalUs - idleUs) / 1000,
     functions,
     areas: [...areaSelf].map(([area, us]) => ({ area, selfMs: us / 1000 })).sort((a, b) => b.selfMs - a.selfMs),
+    subsystems: [...subsystems].map(([subsystem, us]) => ({ subsystem, ms: us / 1000 })).sort((a, b) => b.ms - a.ms),
   }
 }
 
@@ -111,7 +147,9 @@ export function summarize(profile: CpuProfile): ProfileSummary {
 export function formatSummary(s: ProfileSummary, top = 30): string {
   const pct = (ms: number) => `${((ms / s.busyMs) * 100).toFixed(1)}%`
   const lines = [`Sampled ${(s.totalMs / 1000).toFixed(1)} s, busy (not idle) ${(s.busyMs / 1000).toFixed(1)} s; percentages are of busy time.`, '']
-  lines.push('| area | self | % busy |', '|---|---|---|')
+  lines.push('| what the busy time was for (whole stacks) | time | % busy |', '|---|---|---|')
+  for (const x of s.subsystems) lines.push(`| ${x.subsystem} | ${x.ms.toFixed(0)} ms | ${pct(x.ms)} |`)
+  lines.push('', '| area (self time of leaf frames) | self | % busy |', '|---|---|---|')
   for (const a of s.areas.filter((a) => a.area !== '(idle)').slice(0, 20)) lines.push(`| ${a.area} | ${a.selfMs.toFixed(0)} ms | ${pct(a.selfMs)} |`)
   lines.push('', '| function (self time) | area | self | % busy |', '|---|---|---|---|')
   for (const f of [...s.functions].filter((f) => f.area !== '(idle)').sort((a, b) => b.selfMs - a.selfMs).slice(0, top)) lines.push(`| \`${f.key}\` | ${f.area} | ${f.selfMs.toFixed(0)} ms | ${pct(f.selfMs)} |`)

@@ -11,7 +11,7 @@ import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, re
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { formatSummary, summarize } from './cpuprofile.js'
-import { createVolume, startFilemirror } from './peers.js'
+import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
 import { luaScript, runWrk, type Load } from './wrk.js'
 
 const SECONDS = Number(process.env.BENCH_PROFILE_SECONDS ?? 10)
@@ -45,10 +45,16 @@ try {
     rmSync(profDir, { recursive: true, force: true })
     mkdirSync(profDir, { recursive: true })
     const fmDir = join(work, `fm-${name}`)
-    const server = await startFilemirror({ dataDir: fmDir, storageRoot: data, logPath: join(fmDir, 'server.log'), nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] })
-    const replicas: unknown[] = [{ id: 'main', path: file }]
-    if (name === 'put4k-mirror') replicas.push({ id: 'mirror', path: join(data, 'mirror.img'), mode: 'async', maxBytesPerSecond: 8 << 20 })
-    await createVolume(server, 'bench', replicas)
+    const common = { dataDir: fmDir, storageRoot: data, logPath: join(fmDir, 'server.log'), nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] }
+    let server: Server
+    if (name === 'put4k-mirror') {
+      server = await startMirroredFilemirror({ ...common, file, mirror: join(data, 'mirror.img'), rate: 8 << 20 })
+      // The first start (creating the volume) wrote a profile too: keep only the measured process's.
+      for (const f of readdirSync(profDir)) if (f.endsWith('.cpuprofile')) rmSync(join(profDir, f))
+    } else {
+      server = await startFilemirror(common)
+      await createVolume(server, 'bench', [{ id: 'main', path: file }])
+    }
     const path = '/volumes/bench/data'
     // A short warm-up, then the profiled run; the profile covers both (and start-up), which the summary shows as such.
     const warm = await runWrk(`${server.base}${path}`, luaScript(work, load, path), load, { seconds: 2 })

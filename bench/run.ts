@@ -10,12 +10,12 @@
  * BENCH_SERVER (path of a compiled server.js), BENCH_RESULTS (where to write RESULTS.md; "-" for nowhere).
  */
 import { randomBytes, randomFillSync, randomInt } from 'node:crypto'
-import { chmodSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { chmodSync, closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import http from 'node:http'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyStatic, startFilemirror, startNginx, versions, type Server } from './peers.js'
+import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyStatic, startFilemirror, startMirroredFilemirror, startNginx, versions, type Server } from './peers.js'
 import { cpuSeconds, peakRssMiB, resetPeakRss } from './proc.js'
 import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
 
@@ -267,32 +267,14 @@ async function streaming(): Promise<StreamResult> {
   return { putSeconds, putPeakRss, getSeconds, getPeakRss, idleRss }
 }
 
-// --- the async-mirror volume: starts in sync ------------------------------------------------------------
+// --- the async-mirror volume: starts in sync (see startMirroredFilemirror) ---------------------------------
 
-/**
- * A volume over the shared file with an async mirror throttled to 8 MiB/s, the mirror starting in sync:
- * a new volume would mark the whole mirror dirty (256 MiB at 8 MiB/s: half a minute of resync absorbing
- * every write), so the volume is created, stopped, the mirror made a byte copy and its journal emptied
- * (header only), and reopened. The journal format is the service's (src/journal.ts: "FMJOURN1" + 8 bytes).
- */
 async function mirroredServer(): Promise<Server> {
-  const mirrorFile = join(dataDir, 'mirror.img')
-  const replicas = [
-    { id: 'main', path: benchFile },
-    { id: 'mirror', path: mirrorFile, mode: 'async', maxBytesPerSecond: MIRROR_RATE },
-  ]
-  let server = await fmServer('filemirror + async mirror', 'fm-mirror')
-  await createVolume(server, 'bench', replicas)
-  await stop(server)
-  copyFileSync(benchFile, mirrorFile)
-  chmodSync(mirrorFile, 0o666)
-  const header = Buffer.alloc(16)
-  header.write('FMJOURN1')
-  writeFileSync(join(work, 'fm-mirror', '.filemirror', 'journals', 'bench', 'mirror.journal'), header)
-  server = await fmServer('filemirror + async mirror', 'fm-mirror')
-  const status = (await (await fetch(`${server.base}/volumes/bench`)).json()) as { replicas: Array<{ id: string; state: string; dirtyBytes: number }> }
-  const mirror = status.replicas.find((r) => r.id === 'mirror')
-  log(`async mirror starts ${mirror?.state} with ${mirror?.dirtyBytes} dirty bytes`)
+  const dir = join(work, 'fm-mirror')
+  const server = await track(
+    startMirroredFilemirror({ name: 'filemirror + async mirror', dataDir: dir, storageRoot: dataDir, logPath: join(dir, 'server.log'), file: benchFile, mirror: join(dataDir, 'mirror.img'), rate: MIRROR_RATE }),
+  )
+  log('async mirror starts in sync, 0 dirty bytes')
   return server
 }
 
@@ -301,65 +283,77 @@ async function mirroredServer(): Promise<Server> {
 interface FlatResult {
   rows: Array<{ label: string; base: Measured; other: Measured; ratio: number; baseRuns: Measured[]; otherRuns: Measured[]; baseName: string; otherName: string }>
   fillRequests: number
+  fillReads: number
   fillSeconds: number
 }
 
 async function flat(): Promise<FlatResult> {
   const bigFile = join(dataDir, 'big.img')
   makeSparseFile(bigFile, BIG_SIZE)
-  // "0 groups": the registry keeps one group per window; "retained": production limits, pre-filled with GROUPS writes.
+  // "~0 groups": the registry keeps one group per window. "full": production limits, filled first with GROUPS
+  // PUTs (the write window) and GROUPS random GETs on the 4 GiB volume (the read window, and as many distinct
+  // ranges in the engine's per-file bookkeeping of what was read).
   const none = await fmServer('filemirror, ~0 groups', 'fm-flat0', { MAX_GROUPS: '1', MAX_READ_GROUPS: '1' })
   const full = await fmServer(`filemirror, ${GROUPS / 1000}k groups`, 'fm-flatN')
   for (const s of [none, full]) {
     await createVolume(s, 'bench', [{ id: 'main', path: benchFile }])
     await createVolume(s, 'big', [{ id: 'main', path: bigFile }])
   }
+  const BIG_PATH = '/volumes/big/data'
   const put4k: Load = { method: 'PUT', block: KiB4, size: FILE_SIZE }
   const get4k: Load = { method: 'GET', block: KiB4, size: FILE_SIZE }
   const getBig: Load = { method: 'GET', block: KiB4, size: BIG_SIZE }
-  log(`flat: filling ${fmtInt(GROUPS)} write groups (PUT 4 KiB) and the read window`)
-  // wrk always runs its whole duration, so the fill goes in slices until enough requests went through.
-  const fill = { requests: 0, seconds: 0, badStatus: 0, socketErrors: 0 }
-  while (fill.requests < GROUPS) {
-    const slice = await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, put4k, FM_PATH), put4k, { seconds: 5, threads: THREADS, connections: CONNECTIONS })
-    fill.requests += slice.requests - slice.badStatus
-    fill.seconds += slice.seconds
-    fill.badStatus += slice.badStatus
-    fill.socketErrors += slice.socketErrors
-    if (slice.requests === slice.badStatus) throw new Error('flat: the fill PUTs all failed')
+  // wrk always runs its whole duration, so a fill goes in 5 s slices until enough requests went through.
+  const fillUp = async (path: string, load: Load): Promise<{ requests: number; seconds: number; errors: number }> => {
+    const fill = { requests: 0, seconds: 0, errors: 0 }
+    while (fill.requests < GROUPS) {
+      const slice = await runWrk(`${full.base}${path}`, luaScript(luaDir, load, path), load, { seconds: 5, threads: THREADS, connections: CONNECTIONS })
+      fill.requests += slice.requests - slice.badStatus
+      fill.seconds += slice.seconds
+      fill.errors += slice.badStatus + slice.socketErrors
+      if (slice.requests === slice.badStatus) throw new Error(`flat: the fill ${load.method}s all failed`)
+    }
+    return fill
   }
-  await runWrk(`${full.base}${FM_PATH}`, luaScript(luaDir, get4k, FM_PATH), get4k, { seconds: 2, threads: THREADS, connections: CONNECTIONS })
-  log(`flat: ${fmtInt(fill.requests)} PUTs in ${fill.seconds.toFixed(1)} s${fill.badStatus + fill.socketErrors > 0 ? ` (${fill.badStatus} bad status, ${fill.socketErrors} socket errors)` : ''}`)
+  log(`flat: filling ${fmtInt(GROUPS)} write groups (PUT 4 KiB on the 256 MiB volume) and reading ${fmtInt(GROUPS)} random 4 KiB ranges of the 4 GiB one`)
+  const puts = await fillUp(FM_PATH, put4k)
+  const gets = await fillUp(BIG_PATH, getBig)
+  log(`flat: ${fmtInt(puts.requests)} PUTs in ${puts.seconds.toFixed(1)} s, ${fmtInt(gets.requests)} GETs in ${gets.seconds.toFixed(1)} s${puts.errors + gets.errors > 0 ? `, ${puts.errors + gets.errors} errors` : ''}`)
 
-  const cases = [
-    { label: 'GET 4 KiB: 4 GiB sparse volume vs 256 MiB volume', load: getBig, path: '/volumes/big/data', base: none, other: none, baseLoad: get4k },
-    { label: `GET 4 KiB: ${GROUPS / 1000}k groups retained vs ~0`, load: get4k, path: FM_PATH, base: none, other: full, baseLoad: get4k },
-    { label: `PUT 4 KiB: ${GROUPS / 1000}k groups retained vs ~0`, load: put4k, path: FM_PATH, base: none, other: full, baseLoad: put4k },
+  type Side = { server: Server; path: string; load: Load; name: string }
+  const side = (server: Server, path: string, load: Load, what: string): Side => ({ server, path, load, name: `${server.name}, ${what}` })
+  const cases: Array<{ label: string; base: Side; other: Side }> = [
+    {
+      label: `GET 4 KiB: 4 GiB volume after ${GROUPS / 1000}k random ranges were read vs 256 MiB volume`,
+      base: side(none, FM_PATH, get4k, '256 MiB'),
+      other: side(full, BIG_PATH, getBig, '4 GiB, ranges read'),
+    },
+    { label: 'GET 4 KiB: 4 GiB sparse volume vs 256 MiB volume', base: side(none, FM_PATH, get4k, '256 MiB'), other: side(none, BIG_PATH, getBig, '4 GiB') },
+    { label: `GET 4 KiB: ${GROUPS / 1000}k groups retained vs ~0`, base: side(none, FM_PATH, get4k, '256 MiB'), other: side(full, FM_PATH, get4k, '256 MiB') },
+    { label: `PUT 4 KiB: ${GROUPS / 1000}k groups retained vs ~0`, base: side(none, FM_PATH, put4k, '256 MiB'), other: side(full, FM_PATH, put4k, '256 MiB') },
   ]
   const out: FlatResult['rows'] = []
   for (const c of cases) {
     const baseRuns: Measured[] = []
     const otherRuns: Measured[] = []
-    const baseTarget: Target = { server: c.base, column: 'base', path: FM_PATH }
-    const otherTarget: Target = { server: c.other, column: 'other', path: c.path }
-    if (WARMUP > 0) await runWrk(`${c.other.base}${c.path}`, luaScript(luaDir, c.load, c.path), c.load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
+    const pair: Array<[Side, Measured[]]> = [
+      [c.base, baseRuns],
+      [c.other, otherRuns],
+    ]
+    if (WARMUP > 0) for (const [x] of pair) await runWrk(`${x.server.base}${x.path}`, luaScript(luaDir, x.load, x.path), x.load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
     for (let round = 1; round <= ROUNDS; round++) {
-      const pair: Array<[Target, Load, Measured[]]> = [
-        [baseTarget, c.baseLoad, baseRuns],
-        [otherTarget, c.load, otherRuns],
-      ]
-      for (const [t, load, list] of round % 2 === 1 ? pair : pair.reverse()) list.push(await measure(t, load, round))
+      for (const [x, list] of round % 2 === 1 ? pair : [...pair].reverse()) list.push(await measure({ server: x.server, column: x.name, path: x.path }, x.load, round))
     }
     const pick = (runs: Measured[]) => runs.reduce((a, b) => (b.requestsPerSecond > a.requestsPerSecond ? b : a))
     const base = pick(baseRuns)
     const other = pick(otherRuns)
-    out.push({ label: c.label, base, other, ratio: other.requestsPerSecond / base.requestsPerSecond, baseRuns, otherRuns, baseName: `${c.base.name}, 256 MiB`, otherName: `${c.other.name}, ${c.load.size >> 20} MiB` })
+    out.push({ label: c.label, base, other, ratio: other.requestsPerSecond / base.requestsPerSecond, baseRuns, otherRuns, baseName: c.base.name, otherName: c.other.name })
     log(`${c.label}: ${fmtInt(other.requestsPerSecond)} vs ${fmtInt(base.requestsPerSecond)} req/s = ${(other.requestsPerSecond / base.requestsPerSecond).toFixed(2)}x`)
   }
   await stop(none)
   await stop(full)
   rmSync(bigFile, { force: true })
-  return { rows: out, fillRequests: fill.requests, fillSeconds: fill.seconds }
+  return { rows: out, fillRequests: puts.requests, fillSeconds: puts.seconds + gets.seconds, fillReads: gets.requests }
 }
 
 // --- report -----------------------------------------------------------------------------------------
@@ -398,7 +392,9 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
       `each cell is the best round (requests/s, payload MB/s = requests x block, wrk's p50 / p99 latency, summed VmHWM of the server's processes during that run${rssResettable ? '' : ' — could not reset VmHWM, so peaks are since start'}). ` +
       `Every peer logs each request (nginx/Apache access logs, Fastify's default request logging at info, to files); ` +
       `"bare node" is a reference, not a peer: node:http with one positional fs.read/fs.write per request and no logging (bench/bare-server.ts). ` +
-      `wrk and the servers share the 2 cores with other engineers' test runs: figures are noisy, ratios from one run only.`,
+      `wrk and the servers share the 2 cores with other engineers' test runs: figures are noisy, ratios from one run only. ` +
+      `The last column of the targets is the server's CPU time per request (user + system of all its processes, from /proc): steadier than rates on shared cores, though contention inflates it too. ` +
+      `Profiles and recommendations: bench/PROFILE.md.`,
   )
   lines.push('')
   if (rows.length > 0) {
@@ -414,27 +410,48 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
     const y = best(row, b)
     return x && y ? x[field] / y[field] : undefined
   }
-  const targets: Array<[string, number | undefined, string, (v: number) => boolean]> = [
-    ['GET random 4 KiB: filemirror / nginx', ratio('get4k', 'filemirror', 'nginx'), '>= 0.5x', (v) => v >= 0.5],
-    ['GET random 4 KiB: filemirror / @fastify/static', ratio('get4k', 'filemirror', '@fastify/static'), '>= 3x', (v) => v >= 3],
-    ['GET random 1 MiB: filemirror / nginx', ratio('get1m', 'filemirror', 'nginx'), '>= 1.0x', (v) => v >= 1],
-    ['PUT random 4 KiB, one sync replica: filemirror / Apache mod_dav', ratio('put4k', 'filemirror', 'apache'), '>= 1.5x', (v) => v >= 1.5],
-    ['PUT random 1 MiB, one sync replica: filemirror / Apache mod_dav', ratio('put1m', 'filemirror', 'apache'), '>= 1.3x', (v) => v >= 1.3],
-    ['PUT random 4 KiB + async mirror at 8 MiB/s: rate / single replica', ratio('put4k-mirror', 'filemirror + async mirror', 'filemirror'), '>= 0.8x', (v) => v >= 0.8],
-    ['PUT random 4 KiB + async mirror at 8 MiB/s: p99 / single replica', ratio('put4k-mirror', 'filemirror + async mirror', 'filemirror', 'p99Ms'), '<= 1.5x', (v) => v <= 1.5],
+  /** Mean server CPU µs per request over the rounds: "a vs b". */
+  const cpu = (key: string, a: string, b: string) => {
+    const row = rows.find((r) => r.key === key)
+    const mean = (c: string) => {
+      const runs = row?.runs.get(c) ?? []
+      return runs.length ? runs.reduce((n, r) => n + r.cpuUsPerRequest, 0) / runs.length : NaN
+    }
+    return row ? `${mean(a).toFixed(0)} vs ${mean(b).toFixed(0)} µs` : ''
+  }
+  const targets: Array<[string, number | undefined, string, (v: number) => boolean, string]> = [
+    ['GET random 4 KiB: filemirror / nginx', ratio('get4k', 'filemirror', 'nginx'), '>= 0.5x', (v) => v >= 0.5, cpu('get4k', 'filemirror', 'nginx')],
+    ['GET random 4 KiB: filemirror / @fastify/static', ratio('get4k', 'filemirror', '@fastify/static'), '>= 3x', (v) => v >= 3, cpu('get4k', 'filemirror', '@fastify/static')],
+    ['GET random 1 MiB: filemirror / nginx', ratio('get1m', 'filemirror', 'nginx'), '>= 1.0x', (v) => v >= 1, cpu('get1m', 'filemirror', 'nginx')],
+    ['PUT random 4 KiB, one sync replica: filemirror / Apache mod_dav', ratio('put4k', 'filemirror', 'apache'), '>= 1.5x', (v) => v >= 1.5, cpu('put4k', 'filemirror', 'apache')],
+    ['PUT random 1 MiB, one sync replica: filemirror / Apache mod_dav', ratio('put1m', 'filemirror', 'apache'), '>= 1.3x', (v) => v >= 1.3, cpu('put1m', 'filemirror', 'apache')],
+    ['PUT random 4 KiB + async mirror at 8 MiB/s: rate / single replica', ratio('put4k-mirror', 'filemirror + async mirror', 'filemirror'), '>= 0.8x', (v) => v >= 0.8, cpu('put4k-mirror', 'filemirror + async mirror', 'filemirror')],
+    ['PUT random 4 KiB + async mirror at 8 MiB/s: p99 / single replica', ratio('put4k-mirror', 'filemirror + async mirror', 'filemirror', 'p99Ms'), '<= 1.5x', (v) => v <= 1.5, ''],
   ]
-  lines.push('| target | measured | required | |', '|---|---|---|---|')
-  for (const [label, value, required, ok] of targets) lines.push(`| ${label} | ${value === undefined ? 'not run' : `${value.toFixed(2)}x`} | ${required} | ${mark(value === undefined ? undefined : ok(value))} |`)
+  lines.push('| target | measured | required | | server CPU per request (mean of rounds) |', '|---|---|---|---|---|')
+  for (const [label, value, required, ok, cpuText] of targets) lines.push(`| ${label} | ${value === undefined ? 'not run' : `${value.toFixed(2)}x`} | ${required} | ${mark(value === undefined ? undefined : ok(value))} | ${cpuText} |`)
   if (stream) {
-    lines.push(`| streaming ${STREAM_BYTES / MiB1} MiB chunked PUT: peak RSS (${(STREAM_BYTES / MiB1 / stream.putSeconds).toFixed(0)} MiB/s) | ${stream.putPeakRss.toFixed(0)} MiB | <= 200 MiB | ${mark(stream.putPeakRss <= 200)} |`)
-    lines.push(`| streaming ${STREAM_BYTES / MiB1} MiB GET: peak RSS (${(STREAM_BYTES / MiB1 / stream.getSeconds).toFixed(0)} MiB/s) | ${stream.getPeakRss.toFixed(0)} MiB | <= 150 MiB | ${mark(stream.getPeakRss <= 150)} |`)
+    lines.push(`| streaming ${STREAM_BYTES / MiB1} MiB chunked PUT: peak RSS (${(STREAM_BYTES / MiB1 / stream.putSeconds).toFixed(0)} MiB/s) | ${stream.putPeakRss.toFixed(0)} MiB | <= 200 MiB | ${mark(stream.putPeakRss <= 200)} | |`)
+    lines.push(`| streaming ${STREAM_BYTES / MiB1} MiB GET: peak RSS (${(STREAM_BYTES / MiB1 / stream.getSeconds).toFixed(0)} MiB/s) | ${stream.getPeakRss.toFixed(0)} MiB | <= 150 MiB | ${mark(stream.getPeakRss <= 150)} | |`)
   }
   if (flatResult) {
-    for (const r of flatResult.rows) lines.push(`| flat cost, ${r.label} (${fmtInt(r.other.requestsPerSecond)} vs ${fmtInt(r.base.requestsPerSecond)} req/s) | ${r.ratio.toFixed(2)}x | >= 0.9x (flat within noise) | ${mark(r.ratio >= 0.9)} |`)
+    const meanCpu = (runs: Measured[]) => runs.reduce((n, r) => n + r.cpuUsPerRequest, 0) / runs.length
+    for (const r of flatResult.rows) {
+      lines.push(
+        `| flat cost, ${r.label} (${fmtInt(r.other.requestsPerSecond)} vs ${fmtInt(r.base.requestsPerSecond)} req/s) | ${r.ratio.toFixed(2)}x | >= 0.9x (flat within noise) | ${mark(r.ratio >= 0.9)} | ` +
+          `${meanCpu(r.otherRuns).toFixed(0)} vs ${meanCpu(r.baseRuns).toFixed(0)} µs (${(meanCpu(r.otherRuns) / meanCpu(r.baseRuns)).toFixed(2)}x) |`,
+      )
+    }
   }
   lines.push('')
   if (stream) lines.push(`Streaming: a fresh service (idle RSS ${stream.idleRss.toFixed(0)} MiB) took the chunked PUT in ${stream.putSeconds.toFixed(1)} s; a second fresh one served the whole GET in ${stream.getSeconds.toFixed(1)} s; peaks are VmHWM since start.`)
-  if (flatResult) lines.push(`Flat cost: "~0 groups" is a service with MAX_GROUPS=1 and MAX_READ_GROUPS=1; the other keeps the defaults and took ${fmtInt(flatResult.fillRequests)} PUTs (${flatResult.fillSeconds.toFixed(0)} s) before measuring; the 4 GiB volume is a sparse file.`)
+  if (flatResult) {
+    lines.push(
+      `Flat cost: "~0 groups" is a service with MAX_GROUPS=1 and MAX_READ_GROUPS=1; the other keeps the defaults and took ${fmtInt(flatResult.fillRequests)} random 4 KiB PUTs ` +
+        `and ${fmtInt(flatResult.fillReads)} random 4 KiB GETs of the 4 GiB volume (${flatResult.fillSeconds.toFixed(0)} s) before measuring; the 4 GiB volume is a sparse file. ` +
+        `Flat means within 10% (one run on shared cores).`,
+    )
+  }
   lines.push('')
   lines.push('<details><summary>Every round</summary>', '', '| load | server | round | req/s | MB/s | p50 ms | p99 ms | max ms | peak RSS MiB | server CPU µs/req | errors | load avg |', '|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const row of rows) {

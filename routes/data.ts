@@ -71,7 +71,19 @@ async function serveData(app: FastifyInstance, request: FastifyRequest, reply: F
   const ranges = parseRange(rangeHeader, size, { maxRanges: app.config.maxRanges })
   if (ranges.kind === 'unsatisfiable') throw problems.rangeNotSatisfiable(size)
 
+  let release: () => void
+  try {
+    release = volume.holdReader()
+  } catch (err) {
+    if (err instanceof VolumeBusyError) throw problems.unavailable(err.message, 1)
+    throw err
+  }
   const group = volume.newGroup('read', ranges.kind === 'ranges' ? ranges.ranges[0].start : 0)
+  // Whatever way the reply ends (sent, failed, client gone), the read is over: settle its group and let a close proceed.
+  reply.raw.once('close', () => {
+    finishRead(group, group.settled ? null : { message: 'the client went away before the reply ended' })
+    release()
+  })
   reply.header('operation-id', group.id)
   const whole: ByteRange = { start: 0, end: size - 1 }
   const selected = ranges.kind === 'ranges' ? ranges.ranges : size > 0 ? [whole] : []

@@ -5,6 +5,7 @@ import { nameSchema, replicaSpecSchema } from '../src/schemas.js'
 import { scrub } from '../src/scrub.js'
 import { PathRefusedError } from '../src/storage-roots.js'
 import { VolumeConflictError } from '../src/volume-registry.js'
+import { NoSourceError, VolumeBusyError } from '../src/volume.js'
 import { parseOr400, volumeOr404 } from './lookup.js'
 
 const replicaParams = z.object({ name: z.string(), id: z.string() })
@@ -19,7 +20,7 @@ const scrubQuery = z.strictObject({
 const DEFAULT_SCRUB_RATE = 64 << 20
 
 function translate(err: unknown): never {
-  if (err instanceof VolumeConflictError) throw problems.conflict(err.message)
+  if (err instanceof VolumeConflictError || err instanceof VolumeBusyError) throw problems.conflict(err.message)
   if (err instanceof PathRefusedError) throw problems.badRequest(err.message)
   throw err
 }
@@ -52,6 +53,7 @@ export default async function replicaRoutes(app: FastifyInstance): Promise<void>
     try {
       await volume.resync(replica, full)
     } catch (err) {
+      if (err instanceof NoSourceError || err instanceof VolumeBusyError) throw problems.conflict(err.message)
       throw problems.conflict(`replica ${id} could not be reopened: ${(err as NodeJS.ErrnoException).code ?? 'EIO'}`)
     }
     return reply.code(202).header('location', `/volumes/${name}`).send(volume.status())

@@ -35,7 +35,8 @@ export default async function volumeRoutes(app: FastifyInstance): Promise<void> 
   app.delete('/volumes/:name', async (request, reply) => {
     const { name } = parseOr400(nameParams, request.params)
     volumeOr404(app, name)
-    await app.volumes.delete(name, Number.POSITIVE_INFINITY)
+    // Pending work gets the shutdown grace: a replica that cannot catch up must not hang the request.
+    await app.volumes.delete(name, app.config.shutdownGraceMs)
     return reply.code(204).send()
   })
 

@@ -190,6 +190,12 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
     this.emit('operation', op)
   }
 
+  /** Resolves once every call has queued its operations and the file's lane has run empty. */
+  async fileDrained(file: ReplicaFile): Promise<void> {
+    while (this.admitting.size > 0) await Promise.allSettled([...this.admitting])
+    await this.states.get(file)?.lane.drained()
+  }
+
   /** Resolves once every call has queued its operations and every lane has run empty. */
   async drained(): Promise<void> {
     while (this.admitting.size > 0) await Promise.allSettled([...this.admitting])

@@ -23,6 +23,9 @@ export interface VolumeLimits {
 
 export const DEFAULT_LIMITS: VolumeLimits = { maxInflightWrites: 256, maxQueuedBytes: 64 << 20 }
 
+/** A resync that has nothing to copy from. */
+export class NoSourceError extends Error {}
+
 /** A write refused because the volume is at a limit; the client should retry shortly. */
 export class VolumeBusyError extends Error {}
 
@@ -59,6 +62,9 @@ function lastError(tried: Set<Replica>): IoError | null {
   return [...tried].at(-1)?.error ?? null
 }
 
+/** Longest a close waits for replies still streaming from the volume. */
+const READER_GRACE_MS = 30_000
+
 /** Longest a resync waits for client writes to pause before copying its next chunk anyway. */
 const RESYNC_YIELD_MS = 50
 
@@ -78,6 +84,13 @@ export class Volume extends EventEmitter<VolumeEvents> {
   private quietWaiters: Array<() => void> = []
   /** Bytes of buffered writes (no sync replica) still waiting in replicas' lanes. */
   bufferedBytes = 0
+  /** The last whole replace started: the next one waits for it. */
+  private lastReplace: Promise<void> | undefined
+  /** Replica additions and resyncs under way. */
+  private readonly changes = new Set<Promise<unknown>>()
+  /** Replies still reading, and who waits for them to end. */
+  private readers = 0
+  private readerWaiters: Array<() => void> = []
   private closing = false
 
   private constructor(
@@ -185,18 +198,25 @@ export class Volume extends EventEmitter<VolumeEvents> {
   /** A healthy sync replica holding every acknowledged byte, preferring reading ones. */
   source(exclude?: Replica): Replica | undefined {
     let fallback: Replica | undefined
+    let quietAsync: Replica | undefined
     for (const r of this.replicas) {
-      if (r === exclude || r.isAsync || !r.inSync || !r.file) continue
+      // A replica that takes no writes holds none of them: it is never a source.
+      if (r === exclude || !r.spec.write || !r.inSync || !r.file) continue
+      if (r.isAsync) {
+        // Without a sync replica, an async one that lacks nothing (no write queued for it) holds every acknowledged byte.
+        if (this.buffered && !r.lacks(0, Number.MAX_SAFE_INTEGER)) quietAsync ??= r
+        continue
+      }
       if (r.spec.read) return r
       fallback ??= r
     }
-    return fallback
+    return fallback ?? quietAsync
   }
 
   /** The replica a read of [start, end) goes to: the named one, else the first reading replica holding those bytes. */
   readTarget(start: number, end: number, replicaId?: string): Replica | undefined {
     if (replicaId !== undefined) return this.replicas.find((r) => r.id === replicaId)
-    const holder = this.replicas.find((r) => r.spec.read && !r.failed && !r.lacks(start, end))
+    const holder = this.replicas.find((r) => r.spec.read && r.spec.write && !r.failed && !r.lacks(start, end))
     if (holder) return holder
     // Without any sync replica, reads queue behind buffered writes in the reading replica's own lane; otherwise a lagging replica is never read.
     return this.source() ?? (this.buffered ? this.replicas.find((r) => r.spec.read && !r.failed) : undefined)
@@ -222,8 +242,11 @@ export class Volume extends EventEmitter<VolumeEvents> {
     const limits = this.deps.limits ?? DEFAULT_LIMITS
     if (this.sessions.size >= limits.maxInflightWrites) throw new VolumeBusyError(`volume ${this.name} has ${this.sessions.size} writes in flight`)
     if (this.bufferedBytes >= limits.maxQueuedBytes) throw new VolumeBusyError(`volume ${this.name} holds ${this.bufferedBytes} bytes for its async replicas`)
+    // Whole replaces run one at a time, so the content is always one of them, never a mix (RFC 9110 §9.3.4).
+    const previousReplace = options.resizeTo === 'end' ? this.lastReplace : undefined
     this.bump()
     const session = new WriteSession(this, options)
+    if (options.resizeTo === 'end') this.lastReplace = session.whenEnded
     this.sessions.add(session)
     session.whenEnded.then(() => {
       this.sessions.delete(session)
@@ -234,6 +257,7 @@ export class Volume extends EventEmitter<VolumeEvents> {
       }
       this.emitIdleIfQuiet()
     })
+    await previousReplace
     await session.begin()
     return session
   }
@@ -298,34 +322,57 @@ export class Volume extends EventEmitter<VolumeEvents> {
    * Reopens a replica and copies what it lacks from an in-sync replica: its tracked dirty ranges,
    * or everything when asked or when its file is now shorter than the volume (a new, empty disk).
    */
-  async resync(replica: Replica, full: boolean): Promise<void> {
-    const old = replica.file
-    const file = await this.deps.openFile(replica.spec.resolvedPath)
-    if (old) {
-      this.detachFile(old)
-      await old.close().catch(() => {})
-    }
-    replica.file = file
-    this.attachFile(replica)
-    const fileSize = await file.size()
+  resync(replica: Replica, full: boolean): Promise<void> {
+    return this.tracked(this.resyncNow(replica, full))
+  }
+
+  private async resyncNow(replica: Replica, full: boolean): Promise<void> {
+    if (this.closing) throw new VolumeBusyError(`volume ${this.name} is closing`)
+    if (full && this.size > 0 && !this.source(replica)) throw new NoSourceError(`no other in-sync replica of volume ${this.name} to copy ${replica.id} from`)
+    if (replica.failed) await this.reopen(replica)
+    const fileSize = await replica.file!.size()
+    // A whole copy when asked, or when the file came back shorter (a new, empty disk); else only its tracked dirty ranges.
     if ((full || fileSize < this.size) && this.size > 0) {
       await replica.journal.markDirty(0, this.size)
       replica.pending.add(0, this.size)
     }
-    replica.error = null
     replica.resyncing = !replica.pending.isEmpty
     this.deps.log.info({ volume: this.name, replica: replica.id, bytes: replica.pending.bytes }, 'replica resyncing')
     this.emit('replicaState', { volume: this.name, replica: replica.id, state: replica.state, error: null })
     this.wakeCopiers()
   }
 
+  /** Swaps a failed replica's file for a freshly opened one, once operations on the old one have drained. */
+  private async reopen(replica: Replica): Promise<void> {
+    const file = await this.deps.openFile(replica.spec.resolvedPath)
+    const old = replica.file
+    if (old) {
+      this.detachFile(old)
+      await this.mirror.fileDrained(old)
+      await this.copiers.get(replica)?.idle()
+      await old.close().catch(() => {})
+    }
+    replica.file = file
+    replica.error = null
+    this.attachFile(replica)
+  }
+
   /** Adds a replica to the live volume: it takes new writes at once and is filled by a whole resync. */
-  async addReplica(spec: ResolvedReplicaSpec): Promise<Replica> {
-    if (this.closing) throw new Error('volume is closing')
+  addReplica(spec: ResolvedReplicaSpec): Promise<Replica> {
+    return this.tracked(this.addReplicaNow(spec))
+  }
+
+  private async addReplicaNow(spec: ResolvedReplicaSpec): Promise<Replica> {
+    if (this.closing) throw new VolumeBusyError(`volume ${this.name} is closing`)
     const file = await this.deps.openFile(spec.resolvedPath)
     const whole = RangeSet.of([0, WHOLE_FILE])
     const replica: Replica = new Replica(spec, file, undefined as unknown as Journal)
     replica.journal = await Journal.create(this.journalPath(spec.id), whole, { fsync: this.spec.durability === 'fsync' }, () => replica.dirty())
+    if (this.closing) {
+      await replica.journal.close()
+      await file.close()
+      throw new VolumeBusyError(`volume ${this.name} is closing`)
+    }
     if (this.size > 0) replica.pending.add(0, this.size)
     replica.resyncing = true
     this.replicas.push(replica)
@@ -410,8 +457,47 @@ export class Volume extends EventEmitter<VolumeEvents> {
    * Stops taking writes, waits for those in flight, lets write-behind run for `graceMs`,
    * then stops it with what is left kept in the journals for the next start.
    */
+  /** Registers a read in progress (a reply still streaming); call the returned function when it ends. */
+  holdReader(): () => void {
+    if (this.closing) throw new VolumeBusyError(`volume ${this.name} is closing`)
+    this.readers++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      if (--this.readers === 0) {
+        const waiters = this.readerWaiters
+        this.readerWaiters = []
+        for (const resolve of waiters) resolve()
+      }
+    }
+  }
+
+  /** Resolves once no read is in progress, or after `ms`. */
+  private readersDone(ms: number): Promise<void> {
+    if (this.readers === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.readerWaiters.push(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+  }
+
+  /** Keeps a change of replicas in the set close() waits for, so a volume never closes under one. */
+  private tracked<T>(work: Promise<T>): Promise<T> {
+    this.changes.add(work)
+    const forget = () => this.changes.delete(work)
+    work.then(forget, forget)
+    return work
+  }
+
   async close(graceMs: number): Promise<void> {
     this.closing = true
+    await Promise.allSettled([...this.changes])
+    // Replies still streaming finish first (bounded, for a client that stopped reading).
+    await this.readersDone(Math.max(graceMs, READER_GRACE_MS))
     await Promise.all([...this.sessions].map((s) => s.whenEnded))
     await this.settled(graceMs)
     await Promise.all([...this.copiers.values()].map((c) => c.stop()))

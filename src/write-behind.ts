@@ -36,6 +36,7 @@ export class WriteBehind {
   /** Whether the replica's size or resync state may need settling when the copy queue next runs dry. */
   private needsSettle = true
   private loop: Promise<void> | undefined
+  private copyInProgress: Promise<void> | undefined
 
   constructor(
     private readonly replica: Replica,
@@ -57,6 +58,11 @@ export class WriteBehind {
     // Remembered when the loop is busy, so a wake during a copy or a settle is never lost.
     if (wake) wake()
     else this.signalled = true
+  }
+
+  /** Resolves once no copy is in progress (the next one may start right after). */
+  async idle(): Promise<void> {
+    while (this.copyInProgress) await this.copyInProgress
   }
 
   /** Stops after the copy in progress; what is left stays pending (and in the journal). */
@@ -105,7 +111,9 @@ export class WriteBehind {
         await this.pause(delay)
         if (this.stopping) break
       }
-      await this.copy(source, start, end)
+      this.copyInProgress = this.copy(source, start, end)
+      await this.copyInProgress
+      this.copyInProgress = undefined
     }
   }
 
@@ -135,8 +143,11 @@ export class WriteBehind {
       this.host.sourceFailed(source, err)
       return
     }
+    // Past the source's end the volume reads as zeros (a grown or truncated-then-grown tail): copy those too, up to the volume's size.
+    const length = Math.max(read, Math.min(end, this.host.size()) - start)
+    if (length > read) chunk.fill(0, read, length)
     try {
-      if (read > 0) await replica.file!.write(chunk.subarray(0, read), start)
+      if (length > 0) await replica.file!.write(chunk.subarray(0, length), start)
       if (this.host.fsync) await replica.file!.sync()
     } catch (err) {
       replica.copyFailed()

@@ -65,7 +65,7 @@ export class WriteSession {
       this.abort(errors[0] ?? { code: 'EIO', message: 'no reading replica takes writes' })
       throw new WriteFailedError(this.group, errors)
     }
-    this.buffered = source === undefined
+    this.buffered = this.volume.buffered
     for (const r of writers) {
       // A sync replica still resyncing takes writes through write-behind, so a copy in flight can never overwrite them.
       if (!this.buffered && !r.isAsync && r.inSync) this.direct.push(r)
@@ -74,7 +74,8 @@ export class WriteSession {
     }
     try {
       await Promise.all(
-        writers.filter((r) => r !== source).map(async (r) => this.intents.set(r, await r.intend(this.options.offset, this.intentEnd))),
+        // From the volume's end when the write starts past it: the zeros in between are new content too.
+        writers.filter((r) => this.buffered || r !== source).map(async (r) => this.intents.set(r, await r.intend(Math.min(this.options.offset, this.volume.size), this.intentEnd))),
       )
     } catch (err) {
       this.abort(toIoError(err))
@@ -92,10 +93,13 @@ export class WriteSession {
       await Promise.all([...this.intents].map(([r, id]) => r.extendIntent(id, this.intentEnd)))
     }
     for (const [r, id] of this.intents) r.reachIntent(id, end)
+    // A write past the end grows the volume with zeros before it: replicas fed by write-behind must get those too.
+    if (start > this.volume.size && !this.buffered) for (const r of this.behind) r.markPending(this.volume.size, start)
     if (this.buffered) this.queueBuffered(chunk, start)
     else await this.writeDirect(chunk, start, end)
     for (const r of this.behind) {
-      if (this.buffered && !r.failed) continue
+      // Buffered writes reach healthy replicas through their lanes; one still being filled is copied again after, as a copy may have raced it.
+      if (this.buffered && !r.failed && r.inSync) continue
       r.markPending(start, end)
       this.volume.copier(r)?.wake()
     }
@@ -186,8 +190,11 @@ export class WriteSession {
 
   /** Grows or shrinks every healthy replica that takes writes directly (or every one, when buffered); the rest follow through write-behind. */
   private async resize(size: number): Promise<void> {
+    const old = this.volume.size
     this.volume.size = size
     for (const r of this.volume.replicas) r.truncate(size)
+    // The bytes between the two ends changed (zeros when growing): replicas fed by write-behind copy them too.
+    if (!this.buffered) for (const r of this.behind) r.markPending(Math.min(old, size), Math.max(old, size))
     const now = (this.buffered ? this.behind : this.direct).filter((r) => !r.failed)
     await Promise.all(now.map((r) => r.file!.truncate(size).catch((err) => this.volume.replicaFailed(r, err))))
     this.volume.bump()

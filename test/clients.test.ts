@@ -223,9 +223,9 @@ async function qemuHasHttp(): Promise<string | false> {
   return /Unknown (driver|protocol)|not whitelisted|Unknown option/i.test(probe.stderr) ? `qemu-img has no http driver (Debian package qemu-block-extra): ${probe.stderr.trim()}` : false
 }
 
-t.test('qemu-img reads a raw disk image through its http driver', async (t) => {
-  const skip = await qemuHasHttp()
-  if (skip) return t.skip(skip)
+const QEMU_SKIP = await qemuHasHttp()
+
+t.test('qemu-img reads a raw disk image through its http driver', { skip: QEMU_SKIP }, async (t) => {
   const { app, url, work, files, seen } = await mirror(t)
   const image = join(work, 'disk.raw')
   const size = 8 << 20

@@ -365,7 +365,8 @@ for (const durability of ['os', 'fsync'] as const) {
 t.test('with only async replicas (buffered mode) writes converge', async (t) => {
   const h = harness(t)
   const volume = await h.openVolume([{ id: 'a', mode: 'async' }, { id: 'b', mode: 'async' }], { fresh: true })
-  t.equal(volume.source(), undefined, 'no sync replica to copy from')
+  t.equal(volume.buffered, true, 'no sync replica: writes are buffered for the async ones')
+  t.equal(volume.source()?.id, 'a', 'an async replica that lacks nothing is what a resync would copy from')
   const data = pattern(300 * KiB, 16)
   const group = await writeVolume(volume, 0, data, { chunk: 16 * KiB })
   t.equal(group.status, 'done', 'the buffered writes are done when finish() resolves')

@@ -3,10 +3,17 @@
 // sent, and waiting until a volume's replica files have converged.
 import { spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { delimiter, join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { json, sha256File, type TestLike } from './app.js'
+import { json, sha256File } from './app.js'
+
+/** The two assertions assertConverged makes: a tap Test, a todoView of one, or a silent probe. */
+export interface Checker {
+  ok(...args: any[]): unknown
+  equal(...args: any[]): unknown
+}
 
 /** The absolute path of `command` on PATH, or null when it is not installed. */
 export function which(command: string): string | null {
@@ -122,7 +129,7 @@ export function sha256(bytes: Buffer): string {
  * byte-identical to `expected`; reports each part as an assertion. Returns whether it converged.
  */
 export async function assertConverged(
-  t: TestLike,
+  t: Checker,
   app: FastifyInstance,
   name: string,
   files: string[],
@@ -148,6 +155,24 @@ export async function assertConverged(
   t.ok(status.replicas?.every((r: any) => r.state === 'in-sync'), `${message}: every replica reports in-sync (${states})`)
   t.equal(status.size, expected.length, `${message}: the volume's size is the expected ${expected.length} bytes`)
   if (hashes.length !== files.length) hashes = await Promise.all(files.map((f) => sha256File(f).catch(() => 'missing')))
-  files.forEach((f, i) => t.equal(hashes[i], want, `${message}: replica file ${f.split('/').pop()} is byte-identical to what was written`))
+  for (const [i, f] of files.entries()) {
+    const why = hashes[i] === want ? '' : ` (${await describeDifference(f, expected)})`
+    t.equal(hashes[i], want, `${message}: replica file ${f.split('/').pop()} is byte-identical to what was written${why}`)
+  }
   return hashes.every((h) => h === want)
+}
+
+/** Where a file first differs from the expected bytes, and how long each is. */
+async function describeDifference(path: string, expected: Buffer): Promise<string> {
+  let actual: Buffer
+  try {
+    actual = await readFile(path)
+  } catch (err) {
+    return (err as Error).message
+  }
+  let at = 0
+  while (at < actual.length && at < expected.length && actual[at] === expected[at]) at++
+  let end = at
+  while (end < Math.min(actual.length, expected.length) && actual[end] !== expected[end]) end++
+  return `${actual.length} bytes on disk vs ${expected.length} expected; first difference at ${at}${at < Math.min(actual.length, expected.length) ? `, differing for ${end - at} bytes` : ''}`
 }
