@@ -15,6 +15,8 @@ import { WriteFailedError, type WriteOptions, type WriteSession } from '../src/w
 import { parseOr400, volumeOr404 } from './lookup.js'
 
 const nameParams = z.object({ name: z.string() })
+/** Writes go to every replica: no ?replica. Built once, not per request. */
+const writeQuerySchema = dataQuerySchema.omit({ replica: true })
 const OCTET = 'application/octet-stream'
 /** Replies up to this size are read whole and sent as one buffer; larger ones stream. */
 const WHOLE_READ_LIMIT = 1 << 20
@@ -183,24 +185,25 @@ class StalledBodyError extends Error {}
  */
 async function pump(session: WriteSession, body: AsyncIterable<Buffer>, limit: number | null, maxVolumeBytes: number, idleMs: number): Promise<void> {
   const iterator = body[Symbol.asyncIterator]()
-  for (;;) {
-    let timer: NodeJS.Timeout | undefined
-    const stalled = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StalledBodyError(`no body bytes for ${idleMs} ms`)), idleMs)
-    })
-    let next: IteratorResult<Buffer>
-    try {
-      next = await Promise.race([iterator.next(), stalled])
-    } finally {
-      clearTimeout(timer)
+  // One timer per request, pushed back as bytes arrive, racing each wait for the next chunk.
+  let fire!: (err: Error) => void
+  const stalled = new Promise<never>((_, reject) => (fire = reject))
+  stalled.catch(() => {})
+  const timer = setTimeout(() => fire(new StalledBodyError(`no body bytes for ${idleMs} ms`)), idleMs)
+  try {
+    for (;;) {
+      timer.refresh()
+      const next = await Promise.race([iterator.next(), stalled])
+      if (next.done) return
+      const chunk = next.value
+      if (limit !== null && session.position + chunk.length > limit) {
+        throw problems.badRequest(`the body is longer than the ${limit - session.options.offset} bytes its Content-Range declares; nothing past the range was written`)
+      }
+      if (session.position + chunk.length > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
+      await session.write(chunk)
     }
-    if (next.done) return
-    const chunk = next.value
-    if (limit !== null && session.position + chunk.length > limit) {
-      throw problems.badRequest(`the body is longer than the ${limit - session.options.offset} bytes its Content-Range declares; nothing past the range was written`)
-    }
-    if (session.position + chunk.length > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
-    await session.write(chunk)
+  } finally {
+    clearTimeout(timer)
   }
 }
 
@@ -272,7 +275,7 @@ export default async function dataRoutes(app: FastifyInstance): Promise<void> {
   app.put('/volumes/:name/data', async (request, reply) => {
     const { name } = parseOr400(nameParams, request.params)
     const volume = volumeOr404(app, name)
-    parseOr400(dataQuerySchema.omit({ replica: true }), request.query)
+    parseOr400(writeQuerySchema, request.query)
     const options = writeOptions(request)
     checkSize(options, app.config.maxVolumeBytes)
     checkPreconditions(request, volume)

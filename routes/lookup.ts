@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { z } from 'zod'
 import { problems } from '../src/problem.js'
-import { nameSchema } from '../src/schemas.js'
+import { NAME_PATTERN } from '../src/schemas.js'
 import type { Volume } from '../src/volume.js'
 
 /** Parses with a zod schema; a mismatch becomes a 400 problem naming every bad field. */
@@ -11,7 +11,7 @@ export function parseOr400<S extends z.ZodType>(schema: S, value: unknown): z.in
 
 /** The named volume, or a 404 (503 while volumes are still opening). */
 export function volumeOr404(app: FastifyInstance, name: string): Volume {
-  if (!nameSchema.safeParse(name).success) throw problems.notFound(`no volume named ${JSON.stringify(name)}`)
+  if (!NAME_PATTERN.test(name)) throw problems.notFound(`no volume named ${JSON.stringify(name)}`)
   const volume = app.volumes.get(name)
   if (volume) return volume
   if (!app.isReady()) throw problems.unavailable('volumes are still being opened', 1)

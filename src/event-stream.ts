@@ -35,7 +35,30 @@ export interface StreamEvent {
   type: StreamEventType
   volume: string
   data: Record<string, unknown>
-  frame: string
+  /** The SSE frame: built on first use, so events nobody reads cost no JSON. */
+  readonly frame: string
+}
+
+/** An event whose payload and frame are built only when a subscriber or a replay needs them. */
+class LazyEvent implements StreamEvent {
+  private built: string | undefined
+  private payload: Record<string, unknown> | undefined
+  constructor(
+    readonly seq: number,
+    readonly id: string,
+    readonly type: StreamEventType,
+    readonly volume: string,
+    private readonly fields: Record<string, unknown>,
+    private readonly at: number,
+  ) {}
+
+  get data(): Record<string, unknown> {
+    return (this.payload ??= { type: this.type, volume: this.volume, ...this.fields, time: new Date(this.at).toISOString() })
+  }
+
+  get frame(): string {
+    return (this.built ??= `id: ${this.id}\nevent: ${this.type}\ndata: ${JSON.stringify(this.data)}\n\n`)
+  }
 }
 
 /** Where a subscriber's frames go: `write` reports false when the client is not keeping up (as stream.write). */
@@ -158,11 +181,9 @@ export class EventStream {
   /** Publishes an event to every matching subscriber and keeps it for resumption. */
   publish(type: StreamEventType, volume: string, data: Record<string, unknown>): StreamEvent {
     const seq = ++this.seq
-    const id = `${this.epoch}-${seq}`
-    const payload = { type, volume, ...data, time: new Date().toISOString() }
-    const event: StreamEvent = { seq, id, type, volume, data: payload, frame: `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(payload)}\n\n` }
-    this.window.push(event)
-    if (this.window.length > this.options.replayWindow) this.window.shift()
+    const event: StreamEvent = new LazyEvent(seq, `${this.epoch}-${seq}`, type, volume, data, Date.now())
+    // A ring: the oldest event is overwritten, never shifted out of an array.
+    this.window[(seq - 1) % this.options.replayWindow] = event
     for (const sub of this.subscribers) if (sub.matches(event)) sub.send(event.frame)
     return event
   }
@@ -173,10 +194,12 @@ export class EventStream {
     if (!m || m[1] !== this.epoch) return undefined
     const after = Number(m[2])
     if (after > this.seq) return undefined
-    const oldest = this.window.length > 0 ? this.window[0].seq : this.seq + 1
+    const oldest = Math.max(1, this.seq - this.options.replayWindow + 1)
     // Resumable only when no event after `after` has left the window.
     if (after + 1 < oldest) return undefined
-    return this.window.filter((e) => e.seq > after)
+    const missed: StreamEvent[] = []
+    for (let seq = after + 1; seq <= this.seq; seq++) missed.push(this.window[(seq - 1) % this.options.replayWindow])
+    return missed
   }
 
   /**

@@ -72,6 +72,8 @@ export class Journal {
   private handle: fs.FileHandle | undefined
   private position = HEADER_SIZE
   private records = 0
+  /** Record count past which compaction is considered. */
+  private compactAt = 0
   private batch: Buffer[] = []
   private batchWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
   private flushing: Promise<void> | undefined
@@ -131,8 +133,14 @@ export class Journal {
       } catch (err) {
         for (const w of waiters) w.reject(err as Error)
       }
-      const live = this.snapshot()
-      if (this.records > (this.options.compactAfter ?? 4096) + 2 * live.count) await this.rewrite(live).catch(() => {})
+      // The live set is built only once the journal has grown past the last mark, not after every batch.
+      // Small journals (whose live set is small too) are checked after every batch; large ones at marks.
+      if (this.records > this.compactAt || this.records < 1024) {
+        const live = this.snapshot()
+        if (this.records > this.compactAfter + 2 * live.count) await this.rewrite(live).catch(() => {})
+        // Not yet: look again after an eighth more records (a bounded overshoot, an amortised snapshot).
+        else this.compactAt = this.records + Math.max(1, this.records >> 3)
+      }
     }
     this.flushing = undefined
   }
@@ -158,6 +166,11 @@ export class Journal {
     this.handle = tmpHandle
     this.position = bytes.length
     this.records = dirty.count
+    this.compactAt = this.compactAfter
+  }
+
+  private get compactAfter(): number {
+    return this.options.compactAfter ?? 4096
   }
 
   /** Waits for every append made so far. */

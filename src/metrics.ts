@@ -118,18 +118,39 @@ export class Metrics {
   watch(volume: Volume): void {
     if (this.watched.has(volume)) return
     this.watched.add(volume)
+    // Labelled children are looked up once per replica and kind, not hashed on every operation.
+    const children = new Map<string, { written: Counter.Internal; read: Counter.Internal; duration: Histogram.Internal<string> }>()
     volume.on('operation', ({ group, operation, phase }) => {
       if (phase !== 'done') return
-      const labels = { volume: volume.name, replica: operation.replica }
-      if (group.kind === 'write') this.bytesWritten.inc(labels, operation.bytes)
-      else if (group.kind === 'read') this.bytesRead.inc(labels, operation.bytes)
-      this.operationDuration.observe({ ...labels, kind: group.kind, status: operation.status }, operation.durationMs / 1000)
+      const key = `${operation.replica}\0${group.kind}\0${operation.status}`
+      let child = children.get(key)
+      if (!child) {
+        const labels = { volume: volume.name, replica: operation.replica }
+        child = {
+          written: this.bytesWritten.labels(labels),
+          read: this.bytesRead.labels(labels),
+          duration: this.operationDuration.labels({ ...labels, kind: group.kind, status: operation.status }),
+        }
+        children.set(key, child)
+      }
+      if (group.kind === 'write') child.written.inc(operation.bytes)
+      else if (group.kind === 'read') child.read.inc(operation.bytes)
+      child.duration.observe(operation.durationMs / 1000)
     })
     volume.on('copied', ({ replica, bytes }) => this.writeBehindBytes.inc({ volume: volume.name, replica }, bytes))
   }
 
+  private readonly requestChildren = new Map<string, Histogram.Internal<string>>()
+
   observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
-    this.httpDuration.observe({ method, route, status_code: String(statusCode) }, seconds)
+    const key = `${method} ${route} ${statusCode}`
+    let child = this.requestChildren.get(key)
+    if (!child) {
+      child = this.httpDuration.labels({ method, route, status_code: String(statusCode) })
+      // Routes are patterns and statuses few: the map stays small.
+      this.requestChildren.set(key, child)
+    }
+    child.observe(seconds)
   }
 
   get contentType(): string {

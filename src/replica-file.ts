@@ -1,4 +1,4 @@
-import { constants, promises as fs } from 'node:fs'
+import fs, { constants, promises as fsp } from 'node:fs'
 import { dirname } from 'node:path'
 
 /** What a replica is stored on: anything with positional reads and writes. */
@@ -17,36 +17,50 @@ export interface ReplicaFile {
 
 export type ReplicaFileOpener = (path: string) => Promise<ReplicaFile>
 
+/** One positional read or write on a descriptor, as a single promise (no FileHandle bookkeeping per call). */
+function positional(op: typeof fs.read | typeof fs.write, fd: number, buffer: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    (op as (fd: number, b: Buffer, o: number, l: number, p: number, cb: (err: Error | null, n: number) => void) => void)(fd, buffer, at, length, position, (err, n) =>
+      err ? reject(err) : resolve(n),
+    ),
+  )
+}
+
 /** A local file opened once and kept open; every read and write is positional. */
 export class LocalFile implements ReplicaFile {
+  private closed = false
+
   private constructor(
     readonly path: string,
-    private readonly handle: fs.FileHandle,
+    private readonly handle: fsp.FileHandle,
   ) {}
 
   /** Opens (creating the file and its directories if missing) for reading and writing. */
   static async open(path: string): Promise<LocalFile> {
-    await fs.mkdir(dirname(path), { recursive: true })
-    const handle = await fs.open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
+    await fsp.mkdir(dirname(path), { recursive: true })
+    const handle = await fsp.open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
     return new LocalFile(path, handle)
+  }
+
+  /** The descriptor, refused once closed (a reused number could name another file). */
+  private get fd(): number {
+    if (this.closed) throw Object.assign(new Error(`file is closed: ${this.path}`), { code: 'EBADF' })
+    return this.handle.fd
   }
 
   async read(buffer: Buffer, offset: number): Promise<number> {
     let done = 0
     while (done < buffer.length) {
-      const { bytesRead } = await this.handle.read(buffer, done, buffer.length - done, offset + done)
-      if (bytesRead === 0) break
-      done += bytesRead
+      const n = await positional(fs.read, this.fd, buffer, done, buffer.length - done, offset + done)
+      if (n === 0) break
+      done += n
     }
     return done
   }
 
   async write(buffer: Buffer, offset: number): Promise<number> {
     let done = 0
-    while (done < buffer.length) {
-      const { bytesWritten } = await this.handle.write(buffer, done, buffer.length - done, offset + done)
-      done += bytesWritten
-    }
+    while (done < buffer.length) done += await positional(fs.write, this.fd, buffer, done, buffer.length - done, offset + done)
     return done
   }
 
@@ -63,6 +77,7 @@ export class LocalFile implements ReplicaFile {
   }
 
   close(): Promise<void> {
+    this.closed = true
     return this.handle.close()
   }
 }

@@ -38,7 +38,8 @@ export class Replica {
   readonly pending = new RangeSet()
   /** The pending bytes being copied now (a copy may span clean gaps; only these count as dirty). */
   readonly copying = new RangeSet()
-  private readonly holdWaiters = new Set<HoldWaiter>()
+  /** Waiters for bytes to arrive, filed under every 1 MiB bucket they touch: a change re-checks only its own buckets. */
+  private readonly holdBuckets = new Map<number, Set<HoldWaiter>>()
 
   constructor(
     public spec: ResolvedReplicaSpec,
@@ -128,7 +129,7 @@ export class Replica {
     if (!intent) return
     this.intents.delete(id)
     this.recordClean(intent.start, intent.end)
-    this.notifyHolders()
+    this.notifyHolders(intent.start, intent.end)
   }
 
   /** Bytes this replica must receive by copying (write-behind, or a failure's backlog). */
@@ -155,7 +156,7 @@ export class Replica {
   copied(start: number, end: number): void {
     this.copying.clear()
     this.recordClean(start, end)
-    this.notifyHolders()
+    this.notifyHolders(start, end)
   }
 
   /** Appends clean records for [start, end) minus whatever is still dirty; never awaited: a lost one only costs a resync. */
@@ -177,21 +178,38 @@ export class Replica {
   fail(err: unknown): void {
     if (this.error) return
     this.error = toIoError(err)
-    for (const w of this.holdWaiters) w.resolve(this.error)
-    this.holdWaiters.clear()
+    const all = new Set<HoldWaiter>()
+    for (const bucket of this.holdBuckets.values()) for (const w of bucket) all.add(w)
+    this.holdBuckets.clear()
+    for (const w of all) w.resolve(this.error)
   }
 
   /** Resolves (null) once this replica holds [start, end), or with the error if it fails first. */
   whenHolds(start: number, end: number): Promise<IoError | null> {
     if (this.error) return Promise.resolve(this.error)
     if (!this.lacks(start, end)) return Promise.resolve(null)
-    return new Promise((resolve) => this.holdWaiters.add({ start, end, resolve }))
+    return new Promise((resolve) => {
+      const waiter = { start, end, resolve }
+      for (let b = bucketOf(start), last = bucketOf(end - 1); b <= last; b++) {
+        let bucket = this.holdBuckets.get(b)
+        if (!bucket) this.holdBuckets.set(b, (bucket = new Set()))
+        bucket.add(waiter)
+      }
+    })
   }
 
-  private notifyHolders(): void {
-    for (const w of this.holdWaiters) {
-      if (!this.lacks(w.start, w.end)) {
-        this.holdWaiters.delete(w)
+  /** Wakes the waiters whose range overlaps [start, end) and is now held. */
+  private notifyHolders(start: number, end: number): void {
+    for (let b = bucketOf(start), last = bucketOf(Math.max(start, end - 1)); b <= last; b++) {
+      const bucket = this.holdBuckets.get(b)
+      if (!bucket) continue
+      for (const w of bucket) {
+        if (this.lacks(w.start, w.end)) continue
+        for (let c = bucketOf(w.start), wl = bucketOf(w.end - 1); c <= wl; c++) {
+          const other = this.holdBuckets.get(c)
+          other?.delete(w)
+          if (other?.size === 0) this.holdBuckets.delete(c)
+        }
         w.resolve(null)
       }
     }
@@ -200,9 +218,12 @@ export class Replica {
   /** Drops dirty bytes past a new end of the volume. */
   truncate(size: number): void {
     this.pending.truncate(size)
-    this.notifyHolders()
+    for (const b of [...this.holdBuckets.keys()]) if (b >= bucketOf(size)) this.notifyHolders(b * HOLD_BUCKET, (b + 1) * HOLD_BUCKET)
   }
 }
+
+const HOLD_BUCKET = 1 << 20
+const bucketOf = (offset: number) => Math.floor(offset / HOLD_BUCKET)
 
 /** [s, e) without [cs, ce): zero, one or two pieces. */
 function cut(s: number, e: number, cs: number, ce: number): Array<[number, number]> {

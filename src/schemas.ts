@@ -1,9 +1,8 @@
 import { z } from 'zod'
 
 /** Volume names and replica ids: safe as file names and URL segments. */
-export const nameSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with a dot')
+export const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/
+export const nameSchema = z.string().regex(NAME_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with a dot')
 
 export const replicaModeSchema = z.enum(['sync', 'async'])
 export const durabilitySchema = z.enum(['os', 'fsync'])

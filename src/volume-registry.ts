@@ -16,6 +16,8 @@ export interface VolumeRegistryOptions {
   openFile: ReplicaFileOpener
   log: VolumeDeps['log']
   limits?: VolumeDeps['limits']
+  /** Told of every volume as it is opened or created. */
+  onVolume?: (volume: Volume) => void
 }
 
 /** A request that conflicts with the volumes as they are. */
@@ -62,6 +64,7 @@ export class VolumeRegistry {
         const spec = volumeSpecSchema.parse(JSON.parse(await fs.readFile(join(this.configDir, file), 'utf8')))
         const volume = await Volume.open(name, spec, await this.resolve(spec), this.deps(), false)
         this.volumes.set(name, volume)
+        this.options.onVolume?.(volume)
       } catch (err) {
         this.options.log.warn({ volume: name, error: (err as Error).message }, 'volume could not be opened')
       }
@@ -167,6 +170,7 @@ export class VolumeRegistry {
         throw err
       }
       this.volumes.set(name, volume)
+      this.options.onVolume?.(volume)
       return { created: true, volume }
     })
   }
