@@ -42,8 +42,22 @@ async function* readRange(volume: Volume, range: ByteRange, group: TrackedGroup,
   }
 }
 
-async function readWhole(volume: Volume, range: ByteRange, group: TrackedGroup, replica: string | undefined): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(rangeLength(range))
+/** Large read buffers are reused: a fresh megabyte per GET costs more in garbage collection than the read itself. */
+const slabs: Buffer[] = []
+const MAX_FREE_SLABS = 32
+/** Below this, Node's own allocator is cheap enough. */
+const SLAB_FROM = 64 << 10
+
+/** Reads a range whole into one buffer; a pooled slab goes back once the reply has been handed to the socket. */
+async function readWhole(volume: Volume, range: ByteRange, group: TrackedGroup, replica: string | undefined, reply: FastifyReply): Promise<Buffer> {
+  const length = rangeLength(range)
+  let buffer: Buffer
+  if (length >= SLAB_FROM) {
+    const slab = slabs.pop() ?? Buffer.allocUnsafeSlow(WHOLE_READ_LIMIT)
+    // Only a finished reply returns it: a reply cut short may still have the slab in a socket write.
+    reply.raw.once('finish', () => slabs.length < MAX_FREE_SLABS && slabs.push(slab))
+    buffer = slab.subarray(0, length)
+  } else buffer = Buffer.allocUnsafe(length)
   const n = await volume.readInto(buffer, range.start, group, replica)
   if (n < buffer.length) buffer.fill(0, n)
   return buffer
@@ -120,7 +134,7 @@ async function serveData(app: FastifyInstance, request: FastifyRequest, reply: F
   const range = selected[0]
   if (rangeLength(range) <= WHOLE_READ_LIMIT) {
     try {
-      const body = await readWhole(volume, range, group, replica)
+      const body = await readWhole(volume, range, group, replica, reply)
       finishRead(group, null)
       return reply.send(body)
     } catch (err) {
@@ -183,24 +197,21 @@ class StalledBodyError extends Error {}
  * Streams a body into a write session, refusing (before writing) any chunk that would pass the declared
  * end or the largest volume, and aborting a body that stalls longer than `idleMs`.
  */
-async function pump(session: WriteSession, body: AsyncIterable<Buffer>, limit: number | null, maxVolumeBytes: number, idleMs: number): Promise<void> {
-  const iterator = body[Symbol.asyncIterator]()
-  // One timer per request, pushed back as bytes arrive, racing each wait for the next chunk.
-  let fire!: (err: Error) => void
-  const stalled = new Promise<never>((_, reject) => (fire = reject))
-  stalled.catch(() => {})
-  const timer = setTimeout(() => fire(new StalledBodyError(`no body bytes for ${idleMs} ms`)), idleMs)
+async function pump(session: WriteSession, body: Readable, limit: number | null, maxVolumeBytes: number, idleMs: number): Promise<void> {
+  // One timer per upload, pushed back by every chunk; when it fires the body is destroyed, which ends the loop below.
+  let writing = false
+  // Time spent writing to the replicas is ours, not the client's: it never counts as a stall.
+  const timer = setTimeout(() => (writing ? timer.refresh() : body.destroy(new StalledBodyError(`no body bytes for ${idleMs} ms`))), idleMs)
   try {
-    for (;;) {
-      timer.refresh()
-      const next = await Promise.race([iterator.next(), stalled])
-      if (next.done) return
-      const chunk = next.value
+    for await (const chunk of body as AsyncIterable<Buffer>) {
       if (limit !== null && session.position + chunk.length > limit) {
         throw problems.badRequest(`the body is longer than the ${limit - session.options.offset} bytes its Content-Range declares; nothing past the range was written`)
       }
       if (session.position + chunk.length > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
+      writing = true
       await session.write(chunk)
+      writing = false
+      timer.refresh()
     }
   } finally {
     clearTimeout(timer)
