@@ -13,19 +13,12 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
 import { cpuSeconds } from './proc.js'
-import { luaScript, runWrk, type Load } from './wrk.js'
+import { luaScript, namedLoads, runWrk } from './wrk.js'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const FILE_SIZE = Number(process.env.BENCH_FILE_MIB ?? 256) * (1 << 20)
-const loads: Record<string, Load> = {
-  get4k: { method: 'GET', block: 4096, size: FILE_SIZE },
-  put4k: { method: 'PUT', block: 4096, size: FILE_SIZE },
-  get1m: { method: 'GET', block: 1 << 20, size: FILE_SIZE },
-  put1m: { method: 'PUT', block: 1 << 20, size: FILE_SIZE },
-  /** PUT 4 KiB into a volume with an async mirror throttled to 8 MiB/s, starting in sync. */
-  'put4k-mirror': { method: 'PUT', block: 4096, size: FILE_SIZE },
-}
+const loads = namedLoads(FILE_SIZE)
 const [loadName, ...specs] = process.argv.slice(2)
 const load = loads[loadName]
 if (!load || specs.length === 0) {

@@ -12,17 +12,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { formatSummary, summarize } from './cpuprofile.js'
 import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
-import { luaScript, runWrk, type Load } from './wrk.js'
+import { luaScript, namedLoads, runWrk } from './wrk.js'
 
 const SECONDS = Number(process.env.BENCH_PROFILE_SECONDS ?? 10)
 const FILE_SIZE = Number(process.env.BENCH_FILE_MIB ?? 256) * (1 << 20)
-const loads: Record<string, Load> = {
-  get4k: { method: 'GET', block: 4096, size: FILE_SIZE },
-  put4k: { method: 'PUT', block: 4096, size: FILE_SIZE },
-  get1m: { method: 'GET', block: 1 << 20, size: FILE_SIZE },
-  put1m: { method: 'PUT', block: 1 << 20, size: FILE_SIZE },
-  'put4k-mirror': { method: 'PUT', block: 4096, size: FILE_SIZE },
-}
+const loads = namedLoads(FILE_SIZE)
 const wanted = (process.argv[2] ?? 'get4k,put4k').split(',')
 
 const out = process.env.BENCH_PROFILE_DIR ?? mkdtempSync(join(tmpdir(), 'fm-profile-'))

@@ -11,6 +11,18 @@ export interface Load {
   size: number
 }
 
+/** The loads profile.ts and ab.ts can drive, by name, on a file of `size` bytes. */
+export function namedLoads(size: number): Record<string, Load> {
+  return {
+    get4k: { method: 'GET', block: 4096, size },
+    put4k: { method: 'PUT', block: 4096, size },
+    get1m: { method: 'GET', block: 1 << 20, size },
+    put1m: { method: 'PUT', block: 1 << 20, size },
+    /** PUT 4 KiB into a volume with an async mirror throttled to 8 MiB/s, starting in sync. */
+    'put4k-mirror': { method: 'PUT', block: 4096, size },
+  }
+}
+
 export interface WrkResult {
   requests: number
   seconds: number

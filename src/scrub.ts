@@ -109,7 +109,8 @@ class SourceReadError extends Error {}
 
 /** Reads a chunk from both; a difference seen while a write moved the ETag is read again once. */
 async function compare(volume: Volume, source: Replica, target: Replica, a: Buffer, b: Buffer, offset: number): Promise<[number, number] | undefined> {
-  for (let attempt = 0; ; attempt++) {
+  let span: [number, number] | undefined
+  for (let attempt = 0; attempt < 2; attempt++) {
     const etag = volume.etag
     let expected: Buffer
     try {
@@ -117,10 +118,10 @@ async function compare(volume: Volume, source: Replica, target: Replica, a: Buff
     } catch (err) {
       throw new SourceReadError('source read failed', { cause: err })
     }
-    const actual = await readChunk(target, b, offset)
-    const span = differingSpan(expected, actual)
-    if (!span || (volume.etag === etag && !target.lacks(offset, offset + a.length)) || attempt > 0) {
-      return span && !target.lacks(offset, offset + a.length) ? span : undefined
-    }
+    span = differingSpan(expected, await readChunk(target, b, offset))
+    if (!span) return undefined
+    if (volume.etag === etag && !target.lacks(offset, offset + a.length)) return span
   }
+  // Bytes still being copied to the target are not a mismatch: write-behind will bring them.
+  return target.lacks(offset, offset + a.length) ? undefined : span
 }

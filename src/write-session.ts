@@ -95,7 +95,7 @@ export class WriteSession {
     for (const [r, id] of this.intents) r.reachIntent(id, end)
     // A write past the end grows the volume with zeros before it: replicas fed by write-behind must get those too.
     if (start > this.volume.size && !this.buffered) for (const r of this.behind) r.markPending(this.volume.size, start)
-    if (this.buffered) this.queueBuffered(chunk, start)
+    if (this.buffered) await this.queueBuffered(chunk, start)
     else await this.writeDirect(chunk, start, end)
     for (const r of this.behind) {
       // Buffered writes reach healthy replicas through their lanes; one still being filled is copied again after, as a copy may have raced it.
@@ -130,7 +130,8 @@ export class WriteSession {
     }
   }
 
-  private queueBuffered(chunk: Buffer, start: number): void {
+  /** Queues the chunk in every live replica's lane; resolves once queued, waiting while a lane's bounded queue is full. */
+  private async queueBuffered(chunk: Buffer, start: number): Promise<void> {
     const live = this.behind.filter((r) => !r.failed)
     for (const r of live) this.group.start(this.ops.get(r)!)
     this.volume.bufferedBytes += chunk.length * live.length
@@ -153,8 +154,7 @@ export class WriteSession {
         ).then(() => undefined),
       ),
     )
-    // Backpressure: the caller waits only while a lane's bounded queue is full.
-    return void queued
+    await queued
   }
 
   /** Ends the write: resize, sync if asked, settle the journal, and let the group follow the replicas. */
