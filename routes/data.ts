@@ -193,6 +193,15 @@ async function replyWritten(request: FastifyRequest, reply: FastifyReply, volume
 /** A body that sent nothing for too long: the upload is aborted with nothing acknowledged. */
 class StalledBodyError extends Error {}
 
+/** Body chunks are gathered up to this many bytes per engine write: one write of 1 MiB costs far less than sixteen of 64 KiB. */
+const GATHER_BYTES = 256 << 10
+
+/** Takes a slab for gathering, or a fresh buffer when the session keeps chunks after writing them (queued for a lane). */
+function gatherBuffer(session: WriteSession): Buffer {
+  if (session.keepsChunks) return Buffer.allocUnsafe(GATHER_BYTES)
+  return slabs.pop() ?? Buffer.allocUnsafeSlow(WHOLE_READ_LIMIT)
+}
+
 /**
  * Streams a body into a write session, refusing (before writing) any chunk that would pass the declared
  * end or the largest volume, and aborting a body that stalls longer than `idleMs`.
@@ -202,19 +211,43 @@ async function pump(session: WriteSession, body: Readable, limit: number | null,
   let writing = false
   // Time spent writing to the replicas is ours, not the client's: it never counts as a stall.
   const timer = setTimeout(() => (writing ? timer.refresh() : body.destroy(new StalledBodyError(`no body bytes for ${idleMs} ms`))), idleMs)
+  let gather: Buffer | null = null
+  let gathered = 0
+  const flush = async () => {
+    if (gathered === 0) return
+    writing = true
+    await session.write(gather!.subarray(0, gathered))
+    writing = false
+    gathered = 0
+    if (session.keepsChunks) gather = null
+  }
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
-      if (limit !== null && session.position + chunk.length > limit) {
+      const end = session.position + gathered + chunk.length
+      if (limit !== null && end > limit) {
         throw problems.badRequest(`the body is longer than the ${limit - session.options.offset} bytes its Content-Range declares; nothing past the range was written`)
       }
-      if (session.position + chunk.length > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
-      writing = true
-      await session.write(chunk)
-      writing = false
+      if (end > maxVolumeBytes) throw problems.contentTooLarge(`writes may not reach past ${maxVolumeBytes} bytes`)
       timer.refresh()
+      if (gathered === 0 && chunk.length >= GATHER_BYTES) {
+        // Already big enough: written as it came, no copy.
+        writing = true
+        await session.write(chunk)
+        writing = false
+        continue
+      }
+      for (let at = 0; at < chunk.length; ) {
+        gather ??= gatherBuffer(session)
+        const n = chunk.copy(gather, gathered, at, Math.min(chunk.length, at + GATHER_BYTES - gathered))
+        gathered += n
+        at += n
+        if (gathered === GATHER_BYTES) await flush()
+      }
     }
+    await flush()
   } finally {
     clearTimeout(timer)
+    if (gather && !session.keepsChunks && slabs.length < MAX_FREE_SLABS) slabs.push(gather)
   }
 }
 

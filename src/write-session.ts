@@ -55,6 +55,11 @@ export class WriteSession {
     this.group = volume.newGroup('write', options.offset)
   }
 
+  /** Whether a chunk's buffer stays in use after write() resolves (queued in replicas' lanes): callers must not reuse it. */
+  get keepsChunks(): boolean {
+    return this.buffered
+  }
+
   /** Plans who takes the bytes and journals the intent; the first chunk may follow once this resolves. */
   async begin(): Promise<void> {
     const source = this.volume.source()
