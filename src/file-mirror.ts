@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { FileLane } from './file-lane.js'
+import { FileLane, type Footprint } from './file-lane.js'
 import { EndOfFileError, Operation, type OperationType } from './operation.js'
 import { OperationGroup } from './operation-group.js'
 import { RangeSet } from './range-set.js'
@@ -157,9 +157,9 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
       const lane = this.state(op.file).lane
       if (op.async) {
         await lane.reserve()
-        lane.push(() => this.execute(op), true)
+        lane.push(() => this.execute(op), true, footprint(op))
       } else {
-        lane.push(() => this.execute(op), false)
+        lane.push(() => this.execute(op), false, footprint(op))
         sync.push(op.whenDone)
       }
     }
@@ -208,6 +208,10 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
     await this.drained()
     if (closeFiles) await Promise.all(this.allFiles.map((file) => file.close()))
   }
+}
+
+function footprint(op: Operation<unknown, unknown>): Footprint {
+  return { start: op.offset, end: op.offset + op.buffer.length, write: op.type === 'write' }
 }
 
 function addTo(set: Set<ReplicaFile>, file: ReplicaFile, ensureState: () => unknown): boolean {

@@ -1,6 +1,9 @@
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
 
+// Before the first file operation sizes libuv's pool: each replica file may keep LANE_CONCURRENCY reads or writes in it.
+process.env.UV_THREADPOOL_SIZE ??= '16'
+
 /** The entry point: read the configuration, listen, and stop gracefully on SIGTERM or SIGINT. */
 async function main(): Promise<void> {
   let config
