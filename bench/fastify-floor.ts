@@ -4,12 +4,12 @@
  * positional fs.read per ranged GET and one fs.write per Content-Range PUT; no engine, no groups, no
  * metrics, no events. What filemirror costs above this is its own bookkeeping; what this costs above
  * bench/bare-server.ts is Fastify and the log line.
- * It answers PUT /volumes/{name} (the harness's createVolume) by opening the first replica's absolute path.
+ * It serves BARE_FILE when set; otherwise PUT /volumes/{name} (the harness's createVolume) opens the first replica's absolute path.
  */
 import { read, write, openSync, fstatSync } from 'node:fs'
 import Fastify, { LogController } from 'fastify'
 
-let fd = -1
+let fd = process.env.BARE_FILE ? openSync(process.env.BARE_FILE, 'r+') : -1
 const RANGE = /^bytes=(\d+)-(\d+)$/
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(?:\d+|\*)$/
 

@@ -188,6 +188,18 @@ export async function startBareNode(work: string, file: string): Promise<Server>
   return server('bare node', port, started, logPath, 'SIGTERM')
 }
 
+/** The Fastify floor (bench/fastify-floor.ts): filemirror's framework and request log line around one positional read or write, at /volumes/bench/data. */
+export async function startFastifyFloor(work: string, file: string): Promise<Server> {
+  const dir = join(work, 'fastify-floor')
+  mkdirSync(dir, { recursive: true })
+  const port = await freePort()
+  const entry = fileURLToPath(new URL('./fastify-floor.js', import.meta.url))
+  const logPath = join(dir, 'server.log')
+  const started = spawnLogged(process.execPath, [entry], logPath, { env: { ...process.env, PORT: String(port), BARE_FILE: file, LOG_LEVEL: PEER_LOGS ? 'info' : 'silent' } })
+  await waitForHttp(`http://127.0.0.1:${port}/readyz`, 20_000, started.alive)
+  return server('Fastify floor', port, started, logPath, 'SIGTERM')
+}
+
 export interface FilemirrorOptions {
   /** Column name. */
   name?: string

@@ -15,7 +15,7 @@ import http from 'node:http'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyStatic, startFilemirror, startMirroredFilemirror, startNginx, versions, type Server } from './peers.js'
+import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyFloor, startFastifyStatic, startFilemirror, startMirroredFilemirror, startNginx, versions, type Server } from './peers.js'
 import { cpuSeconds, peakRssMiB, resetPeakRss } from './proc.js'
 import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
 
@@ -392,6 +392,7 @@ function report(stream: StreamResult | undefined, flatResult: FlatResult | undef
       `each cell is the best round (requests/s, payload MB/s = requests x block, wrk's p50 / p99 latency, summed VmHWM of the server's processes during that run${rssResettable ? '' : ' — could not reset VmHWM, so peaks are since start'}). ` +
       `Every peer logs each request (nginx/Apache access logs, Fastify's default request logging at info, to files); ` +
       `"bare node" is a reference, not a peer: node:http with one positional fs.read/fs.write per request and no logging (bench/bare-server.ts). ` +
+      `"Fastify floor" is another: filemirror's Fastify settings and one log line per request around the same single read or write, no engine (bench/fastify-floor.ts); what filemirror costs above it is its own bookkeeping. ` +
       `wrk and the servers share the 2 cores with other engineers' test runs: figures are noisy, ratios from one run only. ` +
       `The last column of the targets is the server's CPU time per request (user + system of all its processes, from /proc): steadier than rates on shared cores, though contention inflates it too. ` +
       `Profiles and recommendations: bench/PROFILE.md.`,
@@ -496,17 +497,21 @@ async function main(): Promise<void> {
         const bare = await track(startBareNode(work, benchFile))
         await checkGet(bare, PEER_PATH, benchFile, FILE_SIZE)
         await checkPut(bare, PEER_PATH, benchFile, FILE_SIZE)
+        const floor = await track(startFastifyFloor(work, benchFile))
+        await checkGet(floor, FM_PATH, benchFile, FILE_SIZE)
+        await checkPut(floor, FM_PATH, benchFile, FILE_SIZE)
         await checkGet(nginx, PEER_PATH, benchFile, FILE_SIZE)
         await checkGet(fstatic, PEER_PATH, benchFile, FILE_SIZE)
         await checkGet(apache, PEER_PATH, benchFile, FILE_SIZE)
         await checkPut(apache, PEER_PATH, benchFile, FILE_SIZE)
         log('sanity: every server returns the file bytes for a range; Apache mod_dav and filemirror write a Content-Range PUT in place')
         const peer = (server: Server): Target => ({ server, column: server.name, path: PEER_PATH })
-        await compare('get4k', 'GET random 4 KiB ranges', get4k, [peer(nginx), peer(fstatic), peer(bare), fmTarget])
-        await compare('get1m', 'GET random 1 MiB ranges', get1m, [peer(nginx), peer(fstatic), peer(bare), fmTarget])
-        await compare('put4k', 'PUT random 4 KiB, one sync replica', put4k, [peer(apache), peer(bare), fmTarget])
-        await compare('put1m', 'PUT random 1 MiB, one sync replica', put1m, [peer(apache), peer(bare), fmTarget])
-        for (const s of [nginx, apache, fstatic, bare]) await stop(s)
+        const floorTarget: Target = { server: floor, column: floor.name, path: FM_PATH }
+        await compare('get4k', 'GET random 4 KiB ranges', get4k, [peer(nginx), peer(fstatic), peer(bare), floorTarget, fmTarget])
+        await compare('get1m', 'GET random 1 MiB ranges', get1m, [peer(nginx), peer(fstatic), peer(bare), floorTarget, fmTarget])
+        await compare('put4k', 'PUT random 4 KiB, one sync replica', put4k, [peer(apache), peer(bare), floorTarget, fmTarget])
+        await compare('put1m', 'PUT random 1 MiB, one sync replica', put1m, [peer(apache), peer(bare), floorTarget, fmTarget])
+        for (const s of [nginx, apache, fstatic, bare, floor]) await stop(s)
       }
       if (ONLY.has('mirror')) {
         const mirrored = await mirroredServer()

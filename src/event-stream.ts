@@ -274,7 +274,8 @@ export class EventStream {
     }
     volume.on('operation', (event) => {
       this.publish('operation', volume.name, operationEventData(event))
-      checkStates()
+      // A read never moves a replica's state (a failing one is announced by replicaState).
+      if (event.group.kind !== 'read') checkStates()
     })
     volume.on('replicaState', checkStates)
     volume.on('idle', () => {

@@ -26,6 +26,13 @@ function positional(op: typeof fs.read | typeof fs.write, fd: number, buffer: Bu
   )
 }
 
+/** Writes all of `buffer` at `position` of descriptor `fd`. */
+export async function writeFully(fd: number, buffer: Buffer, position: number): Promise<number> {
+  let done = 0
+  while (done < buffer.length) done += await positional(fs.write, fd, buffer, done, buffer.length - done, position + done)
+  return done
+}
+
 /** A local file opened once and kept open; every read and write is positional. */
 export class LocalFile implements ReplicaFile {
   private closed = false
@@ -58,10 +65,8 @@ export class LocalFile implements ReplicaFile {
     return done
   }
 
-  async write(buffer: Buffer, offset: number): Promise<number> {
-    let done = 0
-    while (done < buffer.length) done += await positional(fs.write, this.fd, buffer, done, buffer.length - done, offset + done)
-    return done
+  write(buffer: Buffer, offset: number): Promise<number> {
+    return writeFully(this.fd, buffer, offset)
   }
 
   async size(): Promise<number> {

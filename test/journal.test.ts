@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { promises as fs } from 'node:fs'
+import nodeFs, { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { Journal, readJournal, replayJournal, WHOLE_FILE, type JournalOptions, type RecoveredJournal } from '../src/journal.js'
@@ -44,15 +44,16 @@ class Modelled {
 /** Counts the writes and datasyncs made through every fs.FileHandle while `body` runs. */
 async function countHandleCalls<T>(dir: string, body: (counts: { writes: number; syncs: number }) => Promise<T>): Promise<T> {
   const probe = await fs.open(join(dir, 'probe'), 'w')
-  const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown>; datasync: () => Promise<void> }
+  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> }
   await probe.close()
-  const write = proto.write
+  // Appends are positional fs.write calls on the journal's descriptor; syncs go through its FileHandle.
+  const write = nodeFs.write
   const datasync = proto.datasync
   const counts = { writes: 0, syncs: 0 }
-  proto.write = function (this: unknown, ...args: unknown[]) {
+  nodeFs.write = function (this: unknown, ...args: unknown[]) {
     counts.writes++
-    return write.apply(this, args)
-  }
+    return (write as (...a: unknown[]) => void).apply(this, args)
+  } as typeof nodeFs.write
   proto.datasync = function (this: unknown) {
     counts.syncs++
     return datasync.apply(this)
@@ -60,7 +61,7 @@ async function countHandleCalls<T>(dir: string, body: (counts: { writes: number;
   try {
     return await body(counts)
   } finally {
-    proto.write = write
+    nodeFs.write = write
     proto.datasync = datasync
   }
 }
