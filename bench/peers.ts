@@ -223,7 +223,7 @@ export async function startFilemirror(options: FilemirrorOptions): Promise<Serve
   mkdirSync(options.dataDir, { recursive: true })
   // The open service is measured: a bearer token from the caller's environment would refuse wrk.
   const { AUTH_TOKEN: _, ...inherited } = process.env
-  const started = spawnLogged(process.execPath, [...(options.nodeArgs ?? []), serverEntry()], options.logPath, {
+  const started = spawnLogged(process.execPath, [...(options.nodeArgs ?? process.env.BENCH_FM_NODE_ARGS?.split(" ").filter(Boolean) ?? []), serverEntry()], options.logPath, {
     cwd: options.dataDir,
     env: {
       ...inherited,
