@@ -18,13 +18,42 @@ export type RecoveredJournal =
   | { kind: 'corrupt'; reason: string }
   | { kind: 'ok'; dirty: RangeSet }
 
+const TWO_32 = 2 ** 32
+
+/** Writes one record at `at` of `into`; 64-bit fields as two 32-bit halves (no BigInt per record). */
+function encodeInto(into: Buffer, at: number, type: number, offset: number, length: number): void {
+  into.fill(0, at, at + RECORD_SIZE)
+  into[at + 4] = type
+  into.writeUInt32LE(offset % TWO_32, at + 8)
+  into.writeUInt32LE(Math.floor(offset / TWO_32), at + 12)
+  into.writeUInt32LE(length % TWO_32, at + 16)
+  into.writeUInt32LE(Math.floor(length / TWO_32), at + 20)
+  into.writeUInt32LE(crc32(into.subarray(at + 4, at + RECORD_SIZE)), at)
+}
+
 function encode(type: number, offset: number, length: number): Buffer {
-  const record = Buffer.alloc(RECORD_SIZE)
-  record.writeUInt8(type, 4)
-  record.writeBigUInt64LE(BigInt(offset), 8)
-  record.writeBigUInt64LE(BigInt(length), 16)
-  record.writeUInt32LE(crc32(record.subarray(4)), 0)
+  const record = Buffer.allocUnsafe(RECORD_SIZE)
+  encodeInto(record, 0, type, offset, length)
   return record
+}
+
+/** Records encoded between two turns of the event loop while a compaction builds its file. */
+const ENCODE_SLICE = 4096
+
+/** A whole journal holding exactly `dirty`: the header, then one dirty record per interval. */
+async function encodeJournal(dirty: RangeSet, yieldEvery = Infinity): Promise<Buffer> {
+  const bytes = Buffer.allocUnsafe(HEADER_SIZE + dirty.count * RECORD_SIZE)
+  bytes.fill(0, 0, HEADER_SIZE)
+  MAGIC.copy(bytes, 0)
+  let at = HEADER_SIZE
+  let n = 0
+  for (const [start, end] of dirty) {
+    encodeInto(bytes, at, DIRTY, start, end - start)
+    at += RECORD_SIZE
+    // A large live set is encoded in slices, so requests keep being served meanwhile.
+    if (++n % yieldEvery === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  return bytes
 }
 
 /** Replays a journal's bytes; a bad record counts as a torn tail only if nothing valid follows it. */
@@ -65,6 +94,17 @@ export interface JournalOptions {
   compactAfter?: number
 }
 
+/** A compacted journal being built: the snapshot's file, and every batch appended since the snapshot. */
+interface Compaction {
+  done: Promise<void>
+  /** The snapshot's file once written, at `size` bytes holding `records` records. */
+  ready: { handle: fs.FileHandle; size: number; records: number } | null
+  /** Batches appended to the current journal since the snapshot: they go to the new file too before it replaces the old. */
+  since: Buffer[]
+  sinceRecords: number
+  finish: () => void
+}
+
 /**
  * A replica's dirty-range journal: an append-only file of checksummed "dirty" and "clean" records.
  * Appends made together are written (and synced) as one batch: a group commit.
@@ -78,6 +118,8 @@ export class Journal {
   private batch: Buffer[] = []
   private batchWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
   private flushing: Promise<void> | undefined
+  /** A compaction under way: its file is built from a snapshot while appends go on to the current one. */
+  private compaction: Compaction | undefined
   private closed = false
 
   private constructor(
@@ -112,14 +154,23 @@ export class Journal {
     if (this.closed) return Promise.reject(new Error('journal is closed'))
     this.batch.push(record)
     const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }))
-    if (!this.flushing) this.flushing = this.flushLoop()
+    this.flushSoon()
     return done
   }
 
-  /** Writes batches one at a time, so a torn write can only ever be the last one. */
+  private flushSoon(): void {
+    if (!this.flushing) this.flushing = this.flushLoop()
+  }
+
+  /**
+   * Writes batches one at a time, so a torn write can only ever be the last one; switches to a compacted
+   * file between two batches once it is ready.
+   */
   private async flushLoop(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve))
-    while (this.batch.length > 0) {
+    for (;;) {
+      if (this.compaction?.ready) await this.switchToCompacted(this.compaction)
+      if (this.batch.length === 0) break
       const records = this.batch
       const waiters = this.batchWaiters
       this.batch = []
@@ -131,15 +182,19 @@ export class Journal {
         if (this.options.fsync) await this.handle!.datasync()
         this.position += bytes.length
         this.records += records.length
+        if (this.compaction) {
+          this.compaction.since.push(bytes)
+          this.compaction.sinceRecords += records.length
+        }
         for (const w of waiters) w.resolve()
       } catch (err) {
         for (const w of waiters) w.reject(err as Error)
       }
       // The live set is built only once the journal has grown past the last mark, not after every batch.
       // Small journals (whose live set is small too) are checked after every batch; large ones at marks.
-      if (this.records > this.compactAt || this.records < 1024) {
+      if (!this.compaction && (this.records > this.compactAt || this.records < 1024)) {
         const live = this.snapshot()
-        if (this.records > this.compactAfter + 2 * live.count) await this.rewrite(live).catch(() => {})
+        if (this.records > this.compactAfter + 2 * live.count) this.startCompaction(live)
         // Not yet: look again after an eighth more records (a bounded overshoot, an amortised snapshot).
         else this.compactAt = this.records + Math.max(1, this.records >> 3)
       }
@@ -147,25 +202,76 @@ export class Journal {
     this.flushing = undefined
   }
 
-  /** Replaces the journal with one holding exactly `dirty`: write a temporary file, sync, rename. */
-  private async rewrite(dirty: RangeSet): Promise<void> {
-    const parts: Buffer[] = [Buffer.concat([MAGIC, Buffer.alloc(HEADER_SIZE - MAGIC.length)])]
-    for (const [start, end] of dirty) parts.push(encode(DIRTY, start, end - start))
-    const bytes = Buffer.concat(parts)
-    await fs.mkdir(dirname(this.path), { recursive: true })
-    const tmp = `${this.path}.tmp`
-    const tmpHandle = await fs.open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o644)
+  /** Builds the compacted file from `live` (taken after the last batch written) without holding up appends. */
+  private startCompaction(live: RangeSet): void {
+    let finish!: () => void
+    const compaction: Compaction = { done: new Promise((resolve) => (finish = resolve)), ready: null, since: [], sinceRecords: 0, finish }
+    this.compaction = compaction
+    const abandon = () => {
+      this.compaction = undefined
+      this.compactAt = this.records + Math.max(1, this.records >> 3)
+      finish()
+    }
+    void encodeJournal(live, ENCODE_SLICE)
+      .then(async (bytes) => {
+        const handle = await this.writeTemporary(bytes)
+        compaction.ready = { handle, size: bytes.length, records: live.count }
+        this.flushSoon()
+      })
+      .catch(abandon)
+  }
+
+  /** Between two batches: the batches appended since the snapshot go to the new file, which then replaces the old. */
+  private async switchToCompacted(compaction: Compaction): Promise<void> {
+    const { handle, size, records } = compaction.ready!
+    this.compaction = undefined
     try {
-      await tmpHandle.write(bytes, 0, bytes.length, 0)
-      await tmpHandle.datasync()
+      const since = Buffer.concat(compaction.since)
+      await writeFully(handle.fd, since, size)
+      if (this.options.fsync) await handle.datasync()
+      await fs.rename(this.temporaryPath, this.path)
+      if (this.options.fsync) await syncDirectory(dirname(this.path))
+      await this.handle?.close()
+      this.handle = handle
+      this.position = size + since.length
+      this.records = records + compaction.sinceRecords
+      this.compactAt = this.compactAfter
+    } catch {
+      // The old journal still holds everything: keep it, and try again later.
+      await handle.close().catch(() => {})
+      this.compactAt = this.records + Math.max(1, this.records >> 3)
+    } finally {
+      compaction.finish()
+    }
+  }
+
+  private get temporaryPath(): string {
+    return `${this.path}.tmp`
+  }
+
+  /** The temporary file of a rewrite, written whole (and synced in fsync mode), still open. */
+  private async writeTemporary(bytes: Buffer): Promise<fs.FileHandle> {
+    await fs.mkdir(dirname(this.path), { recursive: true })
+    const handle = await fs.open(this.temporaryPath, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o644)
+    try {
+      await writeFully(handle.fd, bytes, 0)
+      // Without fsync durability appends are not synced either (a process crash loses nothing): a sync here would only stall appends.
+      if (this.options.fsync) await handle.datasync()
+      return handle
     } catch (err) {
-      await tmpHandle.close()
+      await handle.close()
       throw err
     }
-    await fs.rename(tmp, this.path)
-    await syncDirectory(dirname(this.path))
+  }
+
+  /** Replaces the journal with one holding exactly `dirty`: write a temporary file, sync it in fsync mode, rename. */
+  private async rewrite(dirty: RangeSet): Promise<void> {
+    const bytes = await encodeJournal(dirty)
+    const handle = await this.writeTemporary(bytes)
+    await fs.rename(this.temporaryPath, this.path)
+    if (this.options.fsync) await syncDirectory(dirname(this.path))
     await this.handle?.close()
-    this.handle = tmpHandle
+    this.handle = handle
     this.position = bytes.length
     this.records = dirty.count
     this.compactAt = this.compactAfter
@@ -175,9 +281,12 @@ export class Journal {
     return this.options.compactAfter ?? 4096
   }
 
-  /** Waits for every append made so far. */
+  /** Waits for every append made so far, and for a compaction under way. */
   async flush(): Promise<void> {
-    while (this.flushing) await this.flushing
+    while (this.flushing || this.compaction) {
+      if (this.flushing) await this.flushing
+      else await this.compaction!.done
+    }
   }
 
   async close(): Promise<void> {

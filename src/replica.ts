@@ -204,7 +204,8 @@ export class Replica {
       const bucket = this.holdBuckets.get(b)
       if (!bucket) continue
       for (const w of bucket) {
-        if (this.lacks(w.start, w.end)) continue
+        // Only a waiter touching what changed can have become whole (a bucket may hold hundreds while a replica is behind).
+        if (w.start >= end || w.end <= start || this.lacks(w.start, w.end)) continue
         for (let c = bucketOf(w.start), wl = bucketOf(w.end - 1); c <= wl; c++) {
           const other = this.holdBuckets.get(c)
           other?.delete(w)

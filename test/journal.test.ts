@@ -177,6 +177,8 @@ t.test('compaction rewrites the journal from the live set', async (t) => {
     await j.dirty(500, 10)
     if (round % 3 === 0) await j.clean(500, 10)
     sizes.push((await fs.stat(path)).size)
+    // A compaction runs beside the appends: once it has switched files, the count is back within bounds.
+    await j.journal.flush()
     t.ok(j.journal.recordCount <= compactAfter + 2 * j.model.count + 2, `round ${round}: ${j.journal.recordCount} records stay bounded`)
   }
   const maxRecords = (Math.max(...sizes) - HEADER) / RECORD
@@ -372,4 +374,42 @@ t.test('property: garbage after the last record never changes the recovered set'
     { numRuns: 500 },
   )
   t.pass('500 random tails ignored')
+})
+
+t.test('a compaction never holds up appends: they go on while its file is built, and land in it', async (t) => {
+  const dir = await scratch(t)
+  const path = join(dir, 'r.journal')
+  const j = await Modelled.create(path, { fsync: false, compactAfter: 2 })
+  // Hold the compacted file's creation until the test lets it go.
+  const open = fs.open
+  let release!: () => void
+  const held = new Promise<void>((resolve) => (release = resolve))
+  let compactions = 0
+  fs.open = (async (file: string, ...rest: unknown[]) => {
+    if (String(file).endsWith('.tmp')) {
+      compactions++
+      await held
+    }
+    return (open as (...a: unknown[]) => Promise<unknown>)(file, ...rest)
+  }) as typeof fs.open
+  t.teardown(() => void (fs.open = open))
+  // Churn on one range: the log grows while the live set stays small, so a compaction starts.
+  for (let i = 0; i < 6 && compactions === 0; i++) {
+    await j.dirty(0, 10)
+    await j.clean(0, 10)
+  }
+  for (let turn = 0; turn < 50 && compactions === 0; turn++) await new Promise((resolve) => setImmediate(resolve))
+  t.equal(compactions, 1, 'a compaction started and is waiting for its file')
+  // While it waits, appends are written and acknowledged as usual.
+  for (let i = 0; i < 20; i++) await (i % 3 === 0 ? j.clean(i * 50, 20) : j.dirty(5000 + i * 10, 5))
+  t.pass('twenty appends were acknowledged while the compaction was held')
+  release()
+  await j.journal.flush()
+  fs.open = open
+  t.same(okRanges(await readJournal(path)), ranges(j.model), 'the compacted journal holds the snapshot and every append made meanwhile')
+  t.ok(j.journal.recordCount <= j.model.count + 21, `it is compact (${j.journal.recordCount} records for ${j.model.count} live ranges)`)
+  await j.dirty(9000, 1)
+  await j.journal.close()
+  t.same(okRanges(await readJournal(path)), ranges(j.model), 'appends after the switch land in the new file')
+  t.same((await fs.readdir(dir)).sort(), ['r.journal'], 'no temporary file is left behind')
 })
