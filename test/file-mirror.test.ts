@@ -11,6 +11,16 @@ import { LocalFile, type ReplicaFile } from '../src/replica-file.js'
 
 // ---------------------------------------------------------------- helpers
 
+/** Every file a test opens, closed when the whole file's tests end (some tests leave theirs open on purpose). */
+const opened: ReplicaFile[] = []
+t.teardown(() => Promise.all(opened.map((f) => f.close().catch(() => {}))))
+
+async function openLocal(path: string): Promise<LocalFile> {
+  const file = await LocalFile.open(path)
+  opened.push(file)
+  return file
+}
+
 /** Lets the event loop run `n` full turns (I/O callbacks included): used only to show that something has NOT happened. */
 async function turns(n = 5): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve))
@@ -35,7 +45,7 @@ class SlowFile implements ReplicaFile {
   constructor(readonly inner: ReplicaFile) {}
 
   static async open(path: string): Promise<SlowFile> {
-    return new SlowFile(await LocalFile.open(path))
+    return new SlowFile(await openLocal(path))
   }
 
   get path(): string {
@@ -144,7 +154,7 @@ async function tempDir(t: { teardown: (fn: () => unknown) => void }): Promise<st
 
 /** Opens (creating) real files `names` in `dir`, a fresh `tempDir(t)`. */
 async function setup(dir: string, names: string[]): Promise<{ dir: string; files: LocalFile[] }> {
-  const files = await Promise.all(names.map((name) => LocalFile.open(join(dir, name))))
+  const files = await Promise.all(names.map((name) => openLocal(join(dir, name))))
   return { dir, files }
 }
 
@@ -539,8 +549,8 @@ t.test('per-file ordering holds for random overlapping writes (property)', async
     fc.asyncProperty(fc.integer({ min: 1, max: 4 }), fc.array(writeArb, { minLength: 1, maxLength: 25 }), async (queueSize, writes) => {
       const dir = join(root, String(run++))
       await mkdir(dir)
-      const a = await LocalFile.open(join(dir, 'a'))
-      const b = await LocalFile.open(join(dir, 'b'))
+      const a = await openLocal(join(dir, 'a'))
+      const b = await openLocal(join(dir, 'b'))
       const mirror = new FileMirror({ queueSize })
       mirror.addWritingFile(a)
       mirror.addWritingFile(b)
@@ -630,7 +640,7 @@ t.test('bounded queue: an async writeAt waits for room', async (t) => {
 t.test("the 'idle' event fires when every queue has run empty", async (t) => {
   const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
-  const fast = await LocalFile.open(join(dir, 'fast'))
+  const fast = await openLocal(join(dir, 'fast'))
   const mirror = new FileMirror({ queueSize: 4 })
   t.teardown(() => mirror.close(true))
   for (const f of [slow, fast]) {
@@ -660,7 +670,7 @@ t.test("the 'idle' event fires when every queue has run empty", async (t) => {
 
 t.test('operation group: firstAsync/firstSync/pending/asyncOperations/syncOperations', async (t) => {
   const dir = await tempDir(t)
-  const syncFile = await LocalFile.open(join(dir, 'sync'))
+  const syncFile = await openLocal(join(dir, 'sync'))
   const slow = await SlowFile.open(join(dir, 'slow'))
   const mirror = new FileMirror({ queueSize: 4 })
   t.teardown(() => mirror.close(true))
@@ -744,7 +754,7 @@ t.test('a failing file: the error is on its operation, the other file is unaffec
 t.test('weak point 1: a slow async file does not delay another file async work', async (t) => {
   const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
-  const fast = await LocalFile.open(join(dir, 'fast'))
+  const fast = await openLocal(join(dir, 'fast'))
   const mirror = new FileMirror({ queueSize: 8 })
   t.teardown(() => mirror.close(true))
   for (const f of [slow, fast]) {
@@ -836,7 +846,7 @@ t.test('weak point 3: waiting resolves through promises, not polling', async (t)
 t.test('weak point 4: close drains, queued async writes are on disk after close(true)', async (t) => {
   const dir = await tempDir(t)
   const slow = await SlowFile.open(join(dir, 'slow'))
-  const fast = await LocalFile.open(join(dir, 'fast'))
+  const fast = await openLocal(join(dir, 'fast'))
   const mirror = new FileMirror({ queueSize: 8 })
   for (const f of [slow, fast]) {
     mirror.addWritingFile(f)
