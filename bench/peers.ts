@@ -176,28 +176,26 @@ export async function startFastifyStatic(work: string, dataDir: string): Promise
   return server('@fastify/static', port, started, logPath, 'SIGTERM')
 }
 
-/** The reference Node server (bench/bare-server.ts): node:http and one positional read or write per request, no logging. */
-export async function startBareNode(work: string, file: string): Promise<Server> {
-  const dir = join(work, 'bare-node')
+/** A Node reference server from bench/ serving `file`, with its own directory and log, once `readyPath` answers. */
+async function startReference(work: string, column: string, script: string, file: string, readyPath: string, env: Record<string, string> = {}): Promise<Server> {
+  const dir = join(work, column.replace(/\W+/g, '-'))
   mkdirSync(dir, { recursive: true })
   const port = await freePort()
-  const entry = fileURLToPath(new URL('./bare-server.js', import.meta.url))
+  const entry = fileURLToPath(new URL(`./${script}`, import.meta.url))
   const logPath = join(dir, 'server.log')
-  const started = spawnLogged(process.execPath, [entry], logPath, { env: { ...process.env, PORT: String(port), BARE_FILE: file } })
-  await waitForHttp(`http://127.0.0.1:${port}/`, 20_000, started.alive)
-  return server('bare node', port, started, logPath, 'SIGTERM')
+  const started = spawnLogged(process.execPath, [entry], logPath, { env: { ...process.env, PORT: String(port), BARE_FILE: file, ...env } })
+  await waitForHttp(`http://127.0.0.1:${port}${readyPath}`, 20_000, started.alive)
+  return server(column, port, started, logPath, 'SIGTERM')
+}
+
+/** The reference Node server (bench/bare-server.ts): node:http and one positional read or write per request, no logging. */
+export function startBareNode(work: string, file: string): Promise<Server> {
+  return startReference(work, 'bare node', 'bare-server.js', file, '/')
 }
 
 /** The Fastify floor (bench/fastify-floor.ts): filemirror's framework and request log line around one positional read or write, at /volumes/bench/data. */
-export async function startFastifyFloor(work: string, file: string): Promise<Server> {
-  const dir = join(work, 'fastify-floor')
-  mkdirSync(dir, { recursive: true })
-  const port = await freePort()
-  const entry = fileURLToPath(new URL('./fastify-floor.js', import.meta.url))
-  const logPath = join(dir, 'server.log')
-  const started = spawnLogged(process.execPath, [entry], logPath, { env: { ...process.env, PORT: String(port), BARE_FILE: file, LOG_LEVEL: PEER_LOGS ? 'info' : 'silent' } })
-  await waitForHttp(`http://127.0.0.1:${port}/readyz`, 20_000, started.alive)
-  return server('Fastify floor', port, started, logPath, 'SIGTERM')
+export function startFastifyFloor(work: string, file: string): Promise<Server> {
+  return startReference(work, 'Fastify floor', 'fastify-floor.js', file, '/readyz', { LOG_LEVEL: PEER_LOGS ? 'info' : 'silent' })
 }
 
 export interface FilemirrorOptions {

@@ -195,8 +195,7 @@ export class Journal {
       if (!this.compaction && (this.records > this.compactAt || this.records < 1024)) {
         const live = this.snapshot()
         if (this.records > this.compactAfter + 2 * live.count) this.startCompaction(live)
-        // Not yet: look again after an eighth more records (a bounded overshoot, an amortised snapshot).
-        else this.compactAt = this.records + Math.max(1, this.records >> 3)
+        else this.postponeCompaction()
       }
     }
     this.flushing = undefined
@@ -209,7 +208,7 @@ export class Journal {
     this.compaction = compaction
     const abandon = () => {
       this.compaction = undefined
-      this.compactAt = this.records + Math.max(1, this.records >> 3)
+      this.postponeCompaction()
       finish()
     }
     void encodeJournal(live, ENCODE_SLICE)
@@ -229,20 +228,30 @@ export class Journal {
       const since = Buffer.concat(compaction.since)
       await writeFully(handle.fd, since, size)
       if (this.options.fsync) await handle.datasync()
-      await fs.rename(this.temporaryPath, this.path)
-      if (this.options.fsync) await syncDirectory(dirname(this.path))
-      await this.handle?.close()
-      this.handle = handle
-      this.position = size + since.length
-      this.records = records + compaction.sinceRecords
-      this.compactAt = this.compactAfter
+      await this.install(handle, size + since.length, records + compaction.sinceRecords)
     } catch {
       // The old journal still holds everything: keep it, and try again later.
       await handle.close().catch(() => {})
-      this.compactAt = this.records + Math.max(1, this.records >> 3)
+      this.postponeCompaction()
     } finally {
       compaction.finish()
     }
+  }
+
+  /** Renames the written temporary file over the journal and appends to it from now on. */
+  private async install(handle: fs.FileHandle, size: number, records: number): Promise<void> {
+    await fs.rename(this.temporaryPath, this.path)
+    if (this.options.fsync) await syncDirectory(dirname(this.path))
+    await this.handle?.close()
+    this.handle = handle
+    this.position = size
+    this.records = records
+    this.compactAt = this.compactAfter
+  }
+
+  /** Looks at compaction again after an eighth more records: a bounded overshoot, an amortised snapshot. */
+  private postponeCompaction(): void {
+    this.compactAt = this.records + Math.max(1, this.records >> 3)
   }
 
   private get temporaryPath(): string {
@@ -267,14 +276,7 @@ export class Journal {
   /** Replaces the journal with one holding exactly `dirty`: write a temporary file, sync it in fsync mode, rename. */
   private async rewrite(dirty: RangeSet): Promise<void> {
     const bytes = await encodeJournal(dirty)
-    const handle = await this.writeTemporary(bytes)
-    await fs.rename(this.temporaryPath, this.path)
-    if (this.options.fsync) await syncDirectory(dirname(this.path))
-    await this.handle?.close()
-    this.handle = handle
-    this.position = bytes.length
-    this.records = dirty.count
-    this.compactAt = this.compactAfter
+    await this.install(await this.writeTemporary(bytes), bytes.length, dirty.count)
   }
 
   private get compactAfter(): number {
