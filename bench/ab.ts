@@ -4,15 +4,15 @@
  * request (user + system time from /proc, steadier than rates when the cores are shared).
  *
  * Usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m|put4k-mirror> <variant>...
- *   variant: label=/path/to/dist/src/server.js[,ENV=value...]   e.g. base=dist/src/server.js quiet=dist/src/server.js,LOG_LEVEL=warn
- * BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_FILE_MIB (256).
+ *   variant: label=/path/to/dist/src/server.js[,ENV=value...][,NODE_ARGS=flags][,CHECKSUMS=false]   e.g. base=dist/src/server.js quiet=dist/src/server.js,LOG_LEVEL=warn
+ * BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_FILE_MIB (256), BENCH_KEEP=1 (keep the work directory and the servers' logs),
+ * BENCH_FM_NODE_ARGS (node flags for every variant, e.g. --trace-gc).
  */
-import { randomFillSync } from 'node:crypto'
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
-import { cpuSeconds } from './proc.js'
+import { cpuSplit, makeRandomFile } from './proc.js'
 import { luaScript, namedLoads, runWrk } from './wrk.js'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
@@ -30,16 +30,12 @@ const work = mkdtempSync(join(tmpdir(), 'fm-ab-'))
 const data = join(work, 'data')
 mkdirSync(data)
 const file = join(data, 'bench.img')
-const fd = openSync(file, 'w', 0o666)
-const chunk = Buffer.allocUnsafe(4 << 20)
-for (let at = 0; at < FILE_SIZE; at += chunk.length) writeSync(fd, randomFillSync(chunk), 0, Math.min(chunk.length, FILE_SIZE - at), at)
-closeSync(fd)
-chmodSync(file, 0o666)
+makeRandomFile(file, FILE_SIZE)
 
 interface Variant {
   label: string
   server: Server
-  runs: Array<{ rps: number; p50: number; p99: number; cpuUs: number }>
+  runs: Array<{ rps: number; p50: number; p99: number; cpuUs: number; sysUs: number }>
 }
 
 const variants: Variant[] = []
@@ -47,16 +43,19 @@ try {
   for (const spec of specs) {
     const [label, rest] = spec.split(/=(.*)/s, 2)
     const [path, ...envPairs] = rest.split(',')
-    const env = Object.fromEntries(envPairs.map((p) => p.split(/=(.*)/s, 2) as [string, string]))
+    const { NODE_ARGS: nodeArgs, CHECKSUMS: checksums, ...env } = Object.fromEntries(envPairs.map((p) => p.split(/=(.*)/s, 2) as [string, string]))
     process.env.BENCH_SERVER = resolve(path)
     const dir = join(work, `fm-${variants.length}`)
-    const common = { name: label, dataDir: dir, storageRoot: data, logPath: join(dir, 'server.log'), env }
+    // NODE_ARGS=... in a variant: node flags for that variant alone (space-separated), beside BENCH_FM_NODE_ARGS for all.
+    const flags = [...(process.env.BENCH_FM_NODE_ARGS?.split(' ').filter(Boolean) ?? []), ...(nodeArgs?.split(' ').filter(Boolean) ?? [])]
+    const common = { name: label, dataDir: dir, storageRoot: data, logPath: join(dir, 'server.log'), env, nodeArgs: flags }
     let server: Server
     if (loadName === 'put4k-mirror') {
       server = await startMirroredFilemirror({ ...common, file, mirror: join(data, `mirror-${variants.length}.img`), rate: 8 << 20 })
     } else {
       server = await startFilemirror(common)
-      await createVolume(server, 'bench', [{ id: 'main', path: file }])
+      // CHECKSUMS=false in a variant: its volume without block checksums (the off/on comparison).
+      await createVolume(server, 'bench', [{ id: 'main', path: file }], checksums === undefined ? {} : { checksums: checksums === 'true' })
     }
     variants.push({ label, server, runs: [] })
   }
@@ -65,23 +64,28 @@ try {
   for (const v of variants) await runWrk(`${v.server.base}${path}`, script, load, { seconds: 2 })
   for (let round = 0; round < ROUNDS; round++) {
     for (const v of round % 2 === 0 ? variants : [...variants].reverse()) {
-      const before = cpuSeconds(v.server.pid)
+      const before = cpuSplit(v.server.pid)
       const r = await runWrk(`${v.server.base}${path}`, script, load, { seconds: SECONDS })
-      const cpuUs = ((cpuSeconds(v.server.pid) - before) / Math.max(1, r.requests)) * 1e6
-      v.runs.push({ rps: r.requestsPerSecond, p50: r.p50Ms, p99: r.p99Ms, cpuUs })
-      console.error(`${v.label} round ${round + 1}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, ${cpuUs.toFixed(0)} µs CPU/req${r.badStatus + r.socketErrors ? `, ${r.badStatus + r.socketErrors} errors` : ''}`)
+      const after = cpuSplit(v.server.pid)
+      const perRequest = (s: number) => (s / Math.max(1, r.requests)) * 1e6
+      const sysUs = perRequest(after.system - before.system)
+      const cpuUs = perRequest(after.user - before.user) + sysUs
+      v.runs.push({ rps: r.requestsPerSecond, p50: r.p50Ms, p99: r.p99Ms, cpuUs, sysUs })
+      console.error(`${v.label} round ${round + 1}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, ${cpuUs.toFixed(0)} µs CPU/req (${sysUs.toFixed(0)} system)${r.badStatus + r.socketErrors ? `, ${r.badStatus + r.socketErrors} errors` : ''}`)
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   const base = variants[0]
-  console.log(`| ${loadName} | best req/s | median CPU µs/req | vs ${base.label} (CPU) | best p99 ms |`)
-  console.log('|---|---|---|---|---|')
+  console.log(`| ${loadName} | best req/s | median CPU µs/req | of which system | vs ${base.label} (CPU) | best p99 ms |`)
+  console.log('|---|---|---|---|---|---|')
   for (const v of variants) {
     const cpu = median(v.runs.map((r) => r.cpuUs))
     const baseCpu = median(base.runs.map((r) => r.cpuUs))
-    console.log(`| ${v.label} | ${Math.round(Math.max(...v.runs.map((r) => r.rps)))} | ${cpu.toFixed(0)} | ${(cpu / baseCpu).toFixed(2)}x | ${Math.min(...v.runs.map((r) => r.p99)).toFixed(2)} |`)
+    console.log(`| ${v.label} | ${Math.round(Math.max(...v.runs.map((r) => r.rps)))} | ${cpu.toFixed(0)} | ${median(v.runs.map((r) => r.sysUs)).toFixed(0)} | ${(cpu / baseCpu).toFixed(2)}x | ${Math.min(...v.runs.map((r) => r.p99)).toFixed(2)} |`)
   }
 } finally {
   for (const v of variants) await v.server.stop()
-  rmSync(work, { recursive: true, force: true })
+  // BENCH_KEEP=1 keeps the servers' logs (e.g. BENCH_FM_NODE_ARGS=--trace-gc output) in the work directory.
+  if (process.env.BENCH_KEEP) console.error(`kept ${work}`)
+  else rmSync(work, { recursive: true, force: true })
 }

@@ -45,15 +45,15 @@ export interface ProfileSummary {
 /** Subsystems that own everything beneath them wherever they appear on the stack (a log line's fs.write is logging). */
 const OWNERS: Array<[string, RegExp]> = [
   ['logging (pino, sonic-boom, Fastify request logs)', /node_modules\/(pino|sonic-boom|pino-std-serializers)\/|fastify\/lib\/(logger|log-controller)/],
-  ['event stream (src/event-stream)', /dist\/src\/event-stream\.js/],
-  ['metrics (prom-client, src/metrics)', /node_modules\/prom-client\/|dist\/src\/metrics\.js/],
+  ['event stream (src/http/event-stream)', /dist\/src\/http\/event-stream\.js/],
+  ['metrics (prom-client, src/http/metrics)', /node_modules\/prom-client\/|dist\/src\/http\/metrics\.js/],
   ['validation (zod)', /node_modules\/zod\//],
 ]
 /** Otherwise the frame closest to the leaf that matches decides. */
 const NEAREST: Array<[string, RegExp]> = [
   ['socket writes (node:net, streams, http outgoing)', /^node:(net|internal\/stream_base_commons|_http_outgoing|internal\/streams)/],
   ['HTTP parsing (node:_http_*)', /^node:(_http_common|_http_incoming|_http_server)/],
-  ['file I/O (node:fs, src/replica-file)', /^node:(fs|internal\/fs)|dist\/src\/replica-file\.js/],
+  ['file I/O (node:fs, src/engine/replica-file)', /^node:(fs|internal\/fs)|dist\/src\/engine\/replica-file\.js/],
   ['Fastify, find-my-way', /node_modules\/(fastify|find-my-way|avvio|@fastify)\//],
   ['filemirror engine and routes', /dist\/(src|routes)\//],
   ['start-up (module loading)', /^node:internal\/modules|^node:internal\/(main|bootstrap)/],

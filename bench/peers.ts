@@ -7,6 +7,8 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'n
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort, spawnLogged, stopChild, waitForHttp, type Started } from './proc.js'
+import { Journal, readJournalIdentity } from '../src/engine/journal.js'
+import { RangeSet } from '../src/engine/range-set.js'
 
 export interface Server {
   /** Column name in the tables. */
@@ -216,12 +218,15 @@ export function serverEntry(): string {
   return process.env.BENCH_SERVER ?? fileURLToPath(new URL('../src/server.js', import.meta.url))
 }
 
+/** The node flags `npm start` and the image run the service with (bench/PROFILE.md: PUT 1 MiB's two GC regimes). */
+export const DEPLOYED_NODE_ARGS = ['--initial-old-space-size=128']
+
 export async function startFilemirror(options: FilemirrorOptions): Promise<Server> {
   const port = await freePort()
   mkdirSync(options.dataDir, { recursive: true })
   // The open service is measured: a bearer token from the caller's environment would refuse wrk.
   const { AUTH_TOKEN: _, ...inherited } = process.env
-  const started = spawnLogged(process.execPath, [...(options.nodeArgs ?? process.env.BENCH_FM_NODE_ARGS?.split(" ").filter(Boolean) ?? []), serverEntry()], options.logPath, {
+  const started = spawnLogged(process.execPath, [...(options.nodeArgs ?? process.env.BENCH_FM_NODE_ARGS?.split(' ').filter(Boolean) ?? DEPLOYED_NODE_ARGS), serverEntry()], options.logPath, {
     cwd: options.dataDir,
     env: {
       ...inherited,
@@ -249,23 +254,32 @@ function server(name: string, port: number, started: Started, logPath: string, s
 }
 
 /** PUT /volumes/{name} with the given replicas; throws unless 200/201. */
-export async function createVolume(server: Server, name: string, replicas: unknown[]): Promise<unknown> {
+export async function createVolume(server: Server, name: string, replicas: unknown[], fields: Record<string, unknown> = {}): Promise<unknown> {
   const res = await fetch(`${server.base}/volumes/${name}`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ replicas }),
+    body: JSON.stringify({ replicas, ...fields }),
   })
   const body = await res.json()
   if (res.status !== 200 && res.status !== 201) throw new Error(`creating volume ${name}: ${res.status} ${JSON.stringify(body)}`)
+  await checksummed(server, name)
   return body
+}
+
+/** Waits until the volume's existing content is checksummed: the background pass would otherwise run during a measurement. */
+export async function checksummed(server: Server, name: string, timeoutMs = 300_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
+    const status = (await (await fetch(`${server.base}/volumes/${name}`)).json()) as { checksums?: { enabled: boolean; coveredPercent: number } }
+    if (!status.checksums?.enabled || status.checksums.coveredPercent === 100) return
+  }
+  throw new Error(`volume ${name}: its checksums were not computed within ${timeoutMs} ms`)
 }
 
 /**
  * A service whose volume `bench` has `file` as its sync replica plus an async mirror throttled to `rate`,
  * the mirror starting in sync. A new volume would mark the whole mirror dirty (256 MiB at 8 MiB/s: half a
  * minute of resync absorbing every write), so the volume is created, the service stopped, the mirror made
- * a byte copy and its journal emptied (a header only), and the service started again. This relies on the
- * journal format of src/journal.ts ("FMJOURN1" and 8 zero bytes, then 24-byte records).
+ * a byte copy and its journal rewritten empty with its own identity, and the service started again.
  */
 export async function startMirroredFilemirror(options: Omit<FilemirrorOptions, 'dataDir'> & { dataDir: string; file: string; mirror: string; rate: number }): Promise<Server> {
   const replicas = [
@@ -280,9 +294,10 @@ export async function startMirroredFilemirror(options: Omit<FilemirrorOptions, '
   }
   copyFileSync(options.file, options.mirror)
   chmodSync(options.mirror, 0o666)
-  const header = Buffer.alloc(16)
-  header.write('FMJOURN1')
-  writeFileSync(join(options.dataDir, '.filemirror', 'journals', 'bench', 'mirror.journal'), header)
+  // An empty journal with the identity the service gave it (volume, replica, generation), written as the service would.
+  const journalPath = join(options.dataDir, '.filemirror', 'journals', 'bench', 'mirror.journal')
+  const identity = await readJournalIdentity(journalPath)
+  await (await Journal.create(journalPath, new RangeSet(), { fsync: false }, () => new RangeSet(), identity)).close()
   server = await startFilemirror(options)
   const status = (await (await fetch(`${server.base}/volumes/bench`)).json()) as { replicas: Array<{ id: string; state: string; dirtyBytes: number }> }
   const mirror = status.replicas.find((r) => r.id === 'mirror')

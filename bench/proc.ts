@@ -1,6 +1,7 @@
 /** Process helpers for the benchmark: free ports, waiting for a server, peak RSS (VmHWM) of a process tree. */
 import { type ChildProcess, spawn, type SpawnOptions } from 'node:child_process'
-import { openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { randomFillSync } from 'node:crypto'
+import { chmodSync, closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs'
 import net from 'node:net'
 
 export function freePort(): Promise<number> {
@@ -121,16 +122,42 @@ const CLOCK_TICKS = 100
 
 /** CPU seconds (user + system) used so far by a process tree; diff two readings for the CPU a run cost. */
 export function cpuSeconds(root: number): number {
-  let ticks = 0
+  const { user, system } = cpuSplit(root)
+  return user + system
+}
+
+/** CPU seconds in user space and in the kernel so far, of a process tree (a change of mode shows which side moved). */
+export function cpuSplit(root: number): { user: number; system: number } {
+  let user = 0
+  let system = 0
   for (const pid of processTree(root)) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
       // utime and stime are fields 14 and 15 of /proc/pid/stat; fields[0] here is field 3.
-      ticks += Number(fields[11]) + Number(fields[12])
+      user += Number(fields[11])
+      system += Number(fields[12])
     } catch {
       // the process ended meanwhile
     }
   }
-  return ticks / CLOCK_TICKS
+  return { user: user / CLOCK_TICKS, system: system / CLOCK_TICKS }
+}
+
+/** A file of `size` random bytes, readable and writable by every peer (nginx, Apache run as other users). */
+export function makeRandomFile(path: string, size: number): void {
+  const fd = openSync(path, 'w', 0o666)
+  const chunk = Buffer.allocUnsafe(4 << 20)
+  for (let at = 0; at < size; at += chunk.length) writeSync(fd, randomFillSync(chunk), 0, Math.min(chunk.length, size - at), at)
+  closeSync(fd)
+  chmodSync(path, 0o666)
+}
+
+/** `length` bytes of a file from `offset` (what a server should have served or written there). */
+export function readFileAt(path: string, offset: number, length: number): Buffer {
+  const fd = openSync(path, 'r')
+  const buffer = Buffer.alloc(length)
+  readSync(fd, buffer, 0, length, offset)
+  closeSync(fd)
+  return buffer
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
-import { problems } from '../src/problem.js'
+import { Problem, problems } from '../src/http/problem.js'
 
 /** openapi.yaml sits at the project root, two levels above the compiled routes and one above the sources. */
 async function readOpenApi(): Promise<string> {
@@ -20,6 +20,17 @@ export default async function healthRoutes(app: FastifyInstance): Promise<void> 
 
   app.get('/readyz', async () => {
     if (!app.isReady()) throw problems.unavailable('volumes are still being opened', 1)
+    // Not ready while a persisted volume could not be opened: until it opens (a PUT of its configuration) or is deleted.
+    const failed = app.volumes.failedVolumes()
+    if (failed.length > 0) {
+      throw new Problem(
+        503,
+        'Service Unavailable',
+        `${failed.length === 1 ? 'a volume' : `${failed.length} volumes`} could not be opened: ${failed.map((v) => `${v.name} (${v.error.message})`).join('; ')}`,
+        'https://filemirror.dev/problems/not-ready',
+        { members: { failedVolumes: failed.map((v) => ({ name: v.name, error: v.error })) } },
+      )
+    }
     return { status: 'ready', volumes: app.volumes.list().length }
   })
 

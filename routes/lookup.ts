@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import type { z } from 'zod'
-import { problems } from '../src/problem.js'
-import { NAME_PATTERN } from '../src/schemas.js'
-import type { Volume } from '../src/volume.js'
+import { problems } from '../src/http/problem.js'
+import { NAME_PATTERN } from '../src/engine/spec.js'
+import type { Volume } from '../src/engine/volume.js'
 
 /** Parses with a zod schema; a mismatch becomes a 400 problem naming every bad field. */
 export function parseOr400<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {

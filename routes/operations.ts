@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { settlesWithin } from '../src/operation-group.js'
-import { problems } from '../src/problem.js'
-import { groupQuerySchema } from '../src/schemas.js'
+import { settlesWithin } from '../src/engine/operation-list.js'
+import { problems } from '../src/http/problem.js'
+import { groupQuerySchema } from '../src/http/schemas.js'
 import { parseOr400 } from './lookup.js'
 
 const idParams = z.object({ id: z.string() })

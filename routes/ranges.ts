@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { coarsen, type Interval } from '../src/coarse-ranges.js'
+import { coarsen, type Interval } from '../src/http/coarse-ranges.js'
 import { parseOr400, volumeOr404 } from './lookup.js'
 
 const nameParams = z.object({ name: z.string() })

@@ -1,29 +1,24 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { problems } from '../src/problem.js'
-import { nameSchema, replicaSpecSchema } from '../src/schemas.js'
-import { scrub } from '../src/scrub.js'
-import { PathRefusedError } from '../src/storage-roots.js'
-import { VolumeConflictError } from '../src/volume-registry.js'
-import { NoSourceError, VolumeBusyError } from '../src/volume.js'
+import { problems } from '../src/http/problem.js'
+import { nameSchema, replicaSpecSchema } from '../src/engine/spec.js'
+import { scrub } from '../src/engine/scrub.js'
 import { parseOr400, volumeOr404 } from './lookup.js'
 
 const replicaParams = z.object({ name: z.string(), id: z.string() })
 const nameParams = z.object({ name: z.string() })
 const booleanQuery = z.enum(['true', 'false']).transform((v) => v === 'true')
 const resyncQuery = z.strictObject({ full: booleanQuery.default(false) })
+/** overwrite=true: the volume's content replaces whatever the file holds. */
+const addQuery = z.strictObject({ overwrite: booleanQuery.default(false) })
+/** force=true: remove it even though no remaining reading replica holds every acknowledged byte (logged at warn). */
+const removeQuery = z.strictObject({ force: booleanQuery.default(false) })
 const scrubQuery = z.strictObject({
   repair: booleanQuery.default(false),
   maxBytesPerSecond: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
 })
 /** Scrubs read every byte of every replica: unthrottled only when asked. */
 const DEFAULT_SCRUB_RATE = 64 << 20
-
-function translate(err: unknown): never {
-  if (err instanceof VolumeConflictError || err instanceof VolumeBusyError) throw problems.conflict(err.message)
-  if (err instanceof PathRefusedError) throw problems.badRequest(err.message)
-  throw err
-}
 
 export default async function replicaRoutes(app: FastifyInstance): Promise<void> {
   app.put('/volumes/:name/replicas/:id', async (request, reply) => {
@@ -33,14 +28,16 @@ export default async function replicaRoutes(app: FastifyInstance): Promise<void>
     const body = (request.body ?? {}) as Record<string, unknown>
     if (body.id !== undefined && body.id !== id) throw problems.badRequest(`the body's id ${JSON.stringify(body.id)} differs from the path's ${id}`)
     const spec = parseOr400(replicaSpecSchema, { ...body, id })
-    const { created } = await app.volumes.addReplica(volume, spec).catch(translate)
+    const { overwrite } = parseOr400(addQuery, request.query)
+    const { created } = await app.volumes.addReplica(volume, spec, { overwrite })
     return reply.code(created ? 201 : 200).header('location', `/volumes/${name}`).send(volume.status())
   })
 
   app.delete('/volumes/:name/replicas/:id', async (request, reply) => {
     const { name, id } = parseOr400(replicaParams, request.params)
     const volume = volumeOr404(app, name)
-    if (!(await app.volumes.removeReplica(volume, id).catch(translate))) throw problems.notFound(`volume ${name} has no replica ${id}`)
+    const { force } = parseOr400(removeQuery, request.query)
+    if (!(await app.volumes.removeReplica(volume, id, { force }))) throw problems.notFound(`volume ${name} has no replica ${id}`)
     return reply.code(204).send()
   })
 
@@ -50,12 +47,7 @@ export default async function replicaRoutes(app: FastifyInstance): Promise<void>
     const { full } = parseOr400(resyncQuery, request.query)
     const replica = volume.replica(id)
     if (!replica) throw problems.notFound(`volume ${name} has no replica ${id}`)
-    try {
-      await volume.resync(replica, full)
-    } catch (err) {
-      if (err instanceof NoSourceError || err instanceof VolumeBusyError) throw problems.conflict(err.message)
-      throw problems.conflict(`replica ${id} could not be reopened: ${(err as NodeJS.ErrnoException).code ?? 'EIO'}`)
-    }
+    await volume.resync(replica, full)
     return reply.code(202).header('location', `/volumes/${name}`).send(volume.status())
   })
 

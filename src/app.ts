@@ -3,23 +3,28 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { ZodError } from 'zod'
-import dataRoutes from '../routes/data.js'
+import dataReadRoutes from '../routes/data-read.js'
+import dataWriteRoutes from '../routes/data-write.js'
 import eventRoutes from '../routes/events.js'
 import healthRoutes from '../routes/health.js'
 import metricsRoutes from '../routes/metrics.js'
 import rangeRoutes from '../routes/ranges.js'
-import statusPageRoutes from '../routes/status-page.js'
+import statusPageRoutes, { sendLoginPage } from '../routes/status-page.js'
+import uploadRoutes from '../routes/uploads.js'
 import operationRoutes from '../routes/operations.js'
 import replicaRoutes from '../routes/replicas.js'
 import volumeRoutes from '../routes/volumes.js'
-import { bearerMatches, OPEN_PATHS } from './auth.js'
+import { authenticate } from './http/auth.js'
+import { jsonBodyParser } from './http/json-body.js'
 import type { Config } from './config.js'
-import { EventStream } from './event-stream.js'
-import { GroupRegistry } from './group-registry.js'
-import { Metrics } from './metrics.js'
-import { Problem, problems } from './problem.js'
-import { openLocalFile, type ReplicaFileOpener } from './replica-file.js'
-import { VolumeRegistry } from './volume-registry.js'
+import { EventStream } from './http/event-stream.js'
+import { GroupRegistry } from './engine/group-registry.js'
+import { Metrics } from './http/metrics.js'
+import { EngineError } from './engine/errors.js'
+import { problemOfEngineError } from './http/error-map.js'
+import { Problem, problems } from './http/problem.js'
+import { openLocalFile, type ReplicaFileOpener } from './engine/replica-file.js'
+import { VolumeRegistry, type VolumeRegistryOptions } from './engine/volume-registry.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,6 +50,12 @@ export interface AppOptions {
   openFile?: ReplicaFileOpener
   /** A pino destination for the logs; stdout by default. */
   logStream?: NodeJS.WritableStream
+  /** Options for remote replica backends (timeouts; S3 credentials in tests, else the AWS SDK's chain). */
+  remote?: VolumeRegistryOptions['remote']
+  /** Where remote replicas' tokenEnv is read: process.env by default. */
+  env?: Record<string, string | undefined>
+  /** How remote replicas failing with retryable errors are retried (failAfterMs is REMOTE_FAIL_AFTER_MS). */
+  remoteRetry?: VolumeRegistryOptions['remoteRetry']
 }
 
 /** Builds the service: plugins, the engine's registries, then the routes. Tests build this same app. */
@@ -84,6 +95,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     openFile: options.openFile ?? openLocalFile,
     log: app.log,
     limits: { maxInflightWrites: config.maxInflightWrites, maxQueuedBytes: config.maxQueuedBytes },
+    remoteAllow: config.remoteAllow,
+    remoteRetry: { failAfterMs: config.remoteFailAfterMs, ...options.remoteRetry },
+    remote: { ...options.remote, http: { preferredWriteUnit: config.remoteHttpWriteBytes, ...options.remote?.http } },
+    env: options.env,
     // Every volume opened or created is followed by the event stream and the metrics from its first moment.
     onVolume: (volume) => {
       events.watch(volume)
@@ -114,16 +129,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const ms = reply.elapsedTime
     // One line per request (Fastify's own two are off): what, how it ended, how long.
     request.log.info({ method: request.method, url: request.url, statusCode: reply.statusCode, responseTime: ms }, 'request completed')
-    if (request.routeOptions.config?.metrics !== false) metrics.observeRequest(request.method, request.routeOptions.url ?? '<unmatched>', reply.statusCode, ms / 1000)
+    // routeOptions is built afresh on every access: read it once.
+    const route = request.routeOptions
+    if (route.config?.metrics !== false) metrics.observeRequest(request.method, route.url ?? '<unmatched>', reply.statusCode, ms / 1000)
     done()
   })
 
+  // With AUTH_TOKEN: the bearer token, or the status page's session cookie for GET and HEAD (src/http/auth.ts).
   const token = config.authToken
-  if (token) {
-    app.addHook('onRequest', async (request) => {
-      if (!OPEN_PATHS.has(request.url.split('?')[0]) && !bearerMatches(request.headers.authorization, token)) throw problems.unauthorized()
-    })
-  }
+  if (token) app.addHook('onRequest', authenticate(token, sendLoginPage))
+  // Fastify's JSON parser, with errors that say where the body stops being JSON.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, jsonBodyParser(app))
 
   app.setErrorHandler((error: FastifyError | Problem | ZodError, request, reply) => {
     const problem = toProblem(error)
@@ -139,12 +155,21 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(volumeRoutes)
   await app.register(operationRoutes)
   await app.register(replicaRoutes)
-  await app.register(dataRoutes)
+  await app.register(dataReadRoutes)
+  await app.register(dataWriteRoutes)
   await app.register(rangeRoutes)
   await app.register(eventRoutes)
   await app.register(metricsRoutes)
   await app.register(statusPageRoutes)
+  await app.register(uploadRoutes)
 
+  // The server's close waits for every reply: one whose client stopped reading is cut once the grace period is over.
+  app.addHook('preClose', (done) => {
+    setTimeout(() => {
+      for (const volume of volumes.list()) volume.cutReaders()
+    }, config.shutdownGraceMs).unref()
+    done()
+  })
   app.addHook('onClose', async () => {
     clearInterval(sweeper)
     await app.volumesOpen.catch(() => {})
@@ -165,6 +190,8 @@ export function requestIdOf(request: IncomingMessage): string {
 /** Sends a problem with its headers; `instance` is the path without its query, plus the request id. */
 function sendProblem(request: FastifyRequest, reply: FastifyReply, problem: Problem) {
   for (const [name, value] of Object.entries(problem.extra.headers ?? {})) reply.header(name, value)
+  // A body left unread would be taken as the next request, or hang it: the connection ends with this reply.
+  if (!request.raw.complete) reply.header('connection', 'close')
   const body = { ...problem.toJSON(request.url.split('?')[0]), requestId: request.id }
   return reply.code(problem.status).header('content-type', 'application/problem+json').send(Buffer.from(JSON.stringify(body)))
 }
@@ -188,9 +215,12 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
 /** Every error becomes a problem; a 5xx never carries the error's own message (it may hold a path). */
 export function toProblem(error: unknown): Problem {
   if (error instanceof Problem) return error
+  if (error instanceof EngineError) return problemOfEngineError(error)
   if (error instanceof ZodError) return problems.badRequest(describeZodError(error), { errors: error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) })
   const status = (error as FastifyError).statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) {
+    // Fastify's 415 says only "Unsupported Media Type": the routes it guards (the others parse every type) take JSON.
+    if ((error as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return problems.unsupportedMediaType('this route takes a JSON body: send it with Content-Type: application/json')
     const titles: Record<number, string> = { 400: 'Bad Request', 413: 'Content Too Large', 415: 'Unsupported Media Type', 408: 'Request Timeout' }
     return new Problem(status, titles[status] ?? 'Client Error', (error as Error).message)
   }

@@ -1,3 +1,4 @@
+import { BlockList, isIP } from 'node:net'
 import { resolve } from 'node:path'
 import { z } from 'zod'
 
@@ -25,6 +26,8 @@ export const configSchema = z.object({
   MAX_RANGES: positiveInt.default(100),
   /** With a token set, every route but /healthz and /readyz needs `Authorization: Bearer <token>`. */
   AUTH_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** `true` lets the service listen on a non-loopback HOST without AUTH_TOKEN (protected mode off). */
+  ALLOW_UNAUTHENTICATED: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
   /** Largest JSON request body (413 beyond). */
   MAX_JSON_BYTES: positiveInt.default(1 << 20),
   /** Largest request head (431 beyond). */
@@ -45,6 +48,19 @@ export const configSchema = z.object({
   EVENTS_REPLAY_WINDOW: positiveInt.default(1_000),
   /** Events queued for one stream client that is not reading before it is dropped. */
   EVENTS_QUEUE_LIMIT: positiveInt.default(1_000),
+  /** Largest reply whose asked-for digest (RFC 9530 Want-*) is computed in a pass of its own before the body, for a client without trailers. */
+  DIGEST_MAX_BYTES: digits.pipe(z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)).default(64 << 20),
+  /** A resumable (tus) upload idle this long is forgotten: its record is removed, the bytes it wrote stay. */
+  UPLOAD_EXPIRY_MS: positiveInt.default(86_400_000),
+  /**
+   * Origins remote replicas may be on (comma-separated, `http://127.0.0.1:8081`; `aws` for S3 without an endpoint).
+   * Empty: no remote replica is allowed (a configuration cannot make the service call arbitrary hosts).
+   */
+  REMOTE_ALLOW: z.string().optional(),
+  /** A remote replica unreachable (retryable errors only) this long without a success is failed. */
+  REMOTE_FAIL_AFTER_MS: positiveInt.default(600_000),
+  /** Bytes per PUT that write-behind sends to an HTTP remote replica (its copy unit; write-behind copies at most 64 MiB at once). */
+  REMOTE_HTTP_WRITE_BYTES: digits.pipe(z.number().int().min(4096).max(64 << 20)).default(1 << 20),
 })
 
 export interface Config {
@@ -59,6 +75,8 @@ export interface Config {
   maxReadGroups: number
   maxRanges: number
   authToken: string | undefined
+  /** Serving without a token on a non-loopback HOST was asked for explicitly (ALLOW_UNAUTHENTICATED=true). */
+  allowUnauthenticated: boolean
   maxJsonBytes: number
   maxHeaderBytes: number
   maxVolumeBytes: number
@@ -69,6 +87,12 @@ export interface Config {
   eventsHeartbeatMs: number
   eventsReplayWindow: number
   eventsQueueLimit: number
+  digestMaxBytes: number
+  uploadExpiryMs: number
+  /** Origins (`http://host:port`) remote replicas may be on; `aws` for S3 without an endpoint. */
+  remoteAllow: string[]
+  remoteFailAfterMs: number
+  remoteHttpWriteBytes: number
 }
 
 /** Thrown for a bad environment; the message names every bad variable. */
@@ -81,6 +105,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration: ${lines.join('; ')}`)
   }
   const e = parsed.data
+  const allowUnauthenticated = e.ALLOW_UNAUTHENTICATED === 'true'
+  // Protected mode (as Redis's): reachable from other machines means a token, unless explicitly waived.
+  if (!e.AUTH_TOKEN && !allowUnauthenticated && !isLoopback(e.HOST)) {
+    throw new ConfigError(
+      `refusing to listen on HOST=${e.HOST} without authentication: set AUTH_TOKEN (16+ characters; clients send Authorization: Bearer <token>), or set ALLOW_UNAUTHENTICATED=true to serve every volume to anyone who can reach the port`,
+    )
+  }
+  const remoteAllow = parseRemoteAllow(e.REMOTE_ALLOW ?? '')
   const dataDir = resolve(e.DATA_DIR)
   const roots = (e.STORAGE_ROOTS ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((r) => resolve(r))
   return {
@@ -95,6 +127,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxReadGroups: e.MAX_READ_GROUPS,
     maxRanges: e.MAX_RANGES,
     authToken: e.AUTH_TOKEN,
+    allowUnauthenticated,
     maxJsonBytes: e.MAX_JSON_BYTES,
     maxHeaderBytes: e.MAX_HEADER_BYTES,
     maxVolumeBytes: e.MAX_VOLUME_BYTES,
@@ -105,5 +138,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     eventsHeartbeatMs: e.EVENTS_HEARTBEAT_MS,
     eventsReplayWindow: e.EVENTS_REPLAY_WINDOW,
     eventsQueueLimit: e.EVENTS_QUEUE_LIMIT,
+    digestMaxBytes: e.DIGEST_MAX_BYTES,
+    uploadExpiryMs: e.UPLOAD_EXPIRY_MS,
+    remoteAllow,
+    remoteFailAfterMs: e.REMOTE_FAIL_AFTER_MS,
+    remoteHttpWriteBytes: e.REMOTE_HTTP_WRITE_BYTES,
   }
+}
+
+/** REMOTE_ALLOW's entries as origins; a bad one stops the start, naming it. */
+export function parseRemoteAllow(text: string): string[] {
+  const entries = text.split(',').map((s) => s.trim()).filter(Boolean)
+  return entries.map((entry) => {
+    if (entry.toLowerCase() === 'aws') return 'aws'
+    const url = URL.canParse(entry) ? new URL(entry) : undefined
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.password || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) {
+      throw new ConfigError(`invalid configuration: REMOTE_ALLOW: ${JSON.stringify(entry)} is not an origin (scheme://host[:port], as http://127.0.0.1:8081) nor aws`)
+    }
+    return url.origin
+  })
+}
+
+const loopback = new BlockList()
+loopback.addSubnet('127.0.0.0', 8, 'ipv4')
+loopback.addAddress('::1', 'ipv6')
+
+/** Whether HOST only takes connections from this machine: 127.0.0.0/8, ::1 or localhost. */
+export function isLoopback(host: string): boolean {
+  if (host.toLowerCase() === 'localhost') return true
+  const family = isIP(host)
+  return family === 4 ? loopback.check(host, 'ipv4') : family === 6 ? loopback.check(host, 'ipv6') : false
 }

@@ -2,15 +2,15 @@
 // server when a test needs streaming, and small readers for what the service sends back.
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdtemp, readdir, readFile, realpath, rm, stat } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
 import { buildApp, type AppOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
-import { LocalFile, type ReplicaFile, type ReplicaFileOpener } from '../../src/replica-file.js'
+import { eventually } from './eventually.js'
+import { scratch } from './scratch.js'
 
 /** The slice of a tap Test these helpers use. */
 export type TestLike = Pick<Test, 'teardown' | 'equal' | 'match' | 'ok' | 'notOk'>
@@ -20,20 +20,13 @@ export interface MadeApp {
   dataDir: string
 }
 
-/** A fresh, empty directory under the OS temp dir (symlinks resolved), removed when the test ends. */
-export async function tempDir(t: TestLike, prefix = 'filemirror-'): Promise<string> {
-  const dir = await realpath(await mkdtemp(join(tmpdir(), prefix)))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
 /**
  * Builds the real service over a temporary DATA_DIR and waits until its volumes are open.
  * Pass `env.DATA_DIR` to reopen an existing directory (it is then not removed here).
  * SHUTDOWN_GRACE_MS defaults to 0 so a throttled write-behind never slows a test's teardown.
  */
 export async function makeApp(t: TestLike, env: Record<string, string> = {}, options: Omit<AppOptions, 'config'> = {}): Promise<MadeApp> {
-  const dataDir = env.DATA_DIR ?? (await tempDir(t, 'filemirror-data-'))
+  const dataDir = env.DATA_DIR ?? (await scratch(t, 'filemirror-data-'))
   const app = await buildApp({ ...options, config: loadConfig({ LOG_LEVEL: 'silent', SHUTDOWN_GRACE_MS: '0', ...env, DATA_DIR: dataDir }) })
   // tap runs teardowns last-in first-out: the app closes before its directory is removed.
   t.teardown(() => closeOnce(app))
@@ -114,23 +107,12 @@ export async function getData(app: FastifyInstance, name: string, headers: Recor
   return app.inject({ method: 'GET', url: `/volumes/${name}/data${query}`, headers })
 }
 
-/** Polls `check` (each call may be async) until it is truthy; fails after `timeoutMs`. */
-export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 15_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
-}
-
 /** Waits until every replica of the volume reports in-sync. */
 export async function waitInSync(app: FastifyInstance, name: string, timeoutMs = 15_000): Promise<any> {
   return eventually(async () => {
     const status = json((await app.inject({ method: 'GET', url: `/volumes/${name}` })))
     return status.replicas.every((r: any) => r.state === 'in-sync') ? status : undefined
-  }, timeoutMs)
+  }, `every replica of ${name} to be in-sync`, timeoutMs)
 }
 
 // ------------------------------------------------------------------ disk
@@ -179,13 +161,6 @@ export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256')
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
   return hash.digest('hex')
-}
-
-/** Deterministic bytes that differ at every position (so an offset error shows). */
-export function pattern(length: number, seed = 0): Buffer {
-  const b = Buffer.allocUnsafe(length)
-  for (let i = 0; i < length; i++) b[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xff
-  return b
 }
 
 // ------------------------------------------------------------------ multipart
@@ -255,42 +230,6 @@ export function parseByteranges(body: Buffer, contentType: string): BytePart[] {
     if (body.subarray(at, at + 2).toString('latin1') !== '\r\n') throw new Error(`no CRLF before the delimiter after part ${parts.length}`)
     at += 2
     if (!body.subarray(at, at + delimiter.length).equals(delimiter)) throw new Error(`no delimiter after part ${parts.length}`)
-  }
-}
-
-// ------------------------------------------------------------------ faults
-
-/** What a {@link faultyOpener} file does wrong; flags may be flipped while the test runs. */
-export interface Faults {
-  read?: boolean
-  write?: boolean
-  size?: boolean
-  /** Awaited before every size() call: lets a test hold a replica inside a size check. */
-  sizeGate?: () => Promise<void>
-}
-
-/**
- * A replica backend over real local files whose chosen calls fail with an error that, like a real
- * one from node:fs, carries the file's absolute path in its message.
- */
-export function faultyOpener(faultsFor: (path: string) => Faults | undefined): ReplicaFileOpener {
-  return async (path) => {
-    const inner = await LocalFile.open(path)
-    const fail = (op: string) => Object.assign(new Error(`EIO: i/o error, ${op} '${path}'`), { code: 'EIO', path, syscall: op })
-    const file: ReplicaFile = {
-      path,
-      read: (buffer, offset) => (faultsFor(path)?.read ? Promise.reject(fail('read')) : inner.read(buffer, offset)),
-      write: (buffer, offset) => (faultsFor(path)?.write ? Promise.reject(fail('write')) : inner.write(buffer, offset)),
-      size: async () => {
-        await faultsFor(path)?.sizeGate?.()
-        if (faultsFor(path)?.size) throw fail('fstat')
-        return inner.size()
-      },
-      truncate: (size) => inner.truncate(size),
-      sync: () => inner.sync(),
-      close: () => inner.close(),
-    }
-    return file
   }
 }
 

@@ -6,13 +6,14 @@
 import { EventEmitter } from 'node:events'
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
-import { GroupRegistry } from '../../src/group-registry.js'
-import { LocalFile, type ReplicaFile } from '../../src/replica-file.js'
-import type { ResolvedReplicaSpec } from '../../src/replica.js'
-import { volumeSpecSchema } from '../../src/schemas.js'
-import type { TrackedGroup } from '../../src/tracked-group.js'
-import { Volume, type VolumeDeps } from '../../src/volume.js'
-import type { WriteOptions } from '../../src/write-session.js'
+import { GroupRegistry } from '../../src/engine/group-registry.js'
+import { LocalFile, type ReplicaFile } from '../../src/engine/replica-file.js'
+import type { ResolvedReplicaSpec } from '../../src/engine/replica.js'
+import { volumeSpecSchema } from '../../src/engine/spec.js'
+import type { OperationGroup } from '../../src/engine/operation-group.js'
+import { Volume, type VolumeDeps } from '../../src/engine/volume.js'
+import type { WriteOptions } from '../../src/engine/write-session.js'
+import { eventually } from './eventually.js'
 
 /** Generous deadline for anything that should happen "soon". */
 export const SOON_MS = 10_000
@@ -313,7 +314,7 @@ export async function writeVolume(
   offset: number,
   data: Buffer,
   options: { chunk?: number; resizeTo?: WriteOptions['resizeTo']; length?: number | null } = {},
-): Promise<TrackedGroup> {
+): Promise<OperationGroup> {
   const session = await volume.beginWrite({ offset, length: options.length === undefined ? data.length : options.length, resizeTo: options.resizeTo ?? null })
   const chunk = options.chunk ?? data.length
   for (let at = 0; at < data.length; at += chunk) await session.write(data.subarray(at, Math.min(data.length, at + chunk)))
@@ -326,15 +327,6 @@ export async function readVolume(volume: Volume, offset: number, length: number,
   const bytes = Buffer.alloc(length)
   const n = await volume.readInto(bytes, offset, group, replica)
   return { bytes, n }
-}
-
-/** Polls `predicate` every few ms until it holds; rejects after `ms`. For state with no event to wait on. */
-export async function eventually(predicate: () => boolean | Promise<boolean>, what: string, ms = SOON_MS): Promise<void> {
-  const deadline = performance.now() + ms
-  while (!(await predicate())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
 }
 
 /**
@@ -364,19 +356,4 @@ export async function settledFiles(h: Harness, volume: Volume, ms = SOON_MS): Pr
 /** Resolves once the volume has nothing left to copy; rejects after `ms`. */
 export async function converge(volume: Volume, ms = SOON_MS): Promise<void> {
   if (!(await volume.settled(ms))) throw new Error(`volume ${volume.name} did not settle within ${ms} ms`)
-}
-
-/** Deterministic pseudo-random bytes (no Math.random: failures must reproduce). */
-export function pattern(length: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(length)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13
-    x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    out[i] = x & 0xff
-  }
-  return out
 }

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { eventually } from './eventually.js'
 
 export const SERVER_ENTRY = fileURLToPath(new URL('../../dist/src/server.js', import.meta.url))
 export const serverBuilt = existsSync(SERVER_ENTRY)
@@ -36,11 +37,23 @@ export async function startServer(env: Record<string, string>, timeoutMs = 20_00
   }
 }
 
-/** Polls `probe` until it returns true or the time is up. */
-export async function until(probe: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await probe().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
+/** Resolves once the server's volumes are open (GET /readyz is 200); before that, volume routes answer 503. */
+export async function whenReady(server: ServerProcess, timeoutMs = 20_000): Promise<void> {
+  await eventually(async () => (await fetch(`${server.url}/readyz`)).status === 200, 'readyz', timeoutMs)
+}
+
+/** One JSON log line the server printed. */
+export interface LogLine {
+  level: number
+  msg: string
+  [key: string]: unknown
+}
+
+/** The JSON log lines the process printed, in order. */
+export function logLines(server: ServerProcess): LogLine[] {
+  return server
+    .output()
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as LogLine)
 }

@@ -2,19 +2,18 @@ import t, { type Test } from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { operationGroupSchema } from '../../src/schemas.js'
+import { operationGroupSchema } from '../../src/engine/status.js'
 import {
   assertProblem,
   closeOnce,
   createVolume,
-  faultyOpener,
   getData,
   json,
   makeApp,
-  pattern,
   putData,
-  type Faults,
 } from '../helpers/app.js'
+import { FaultInjector } from '../helpers/fault-injecting-file.js'
+import { pattern } from '../helpers/pattern.js'
 
 const GROUP_KEYS = ['createdAt', 'finishedAt', 'id', 'kind', 'length', 'offset', 'operations', 'status', 'volume']
 const OPERATION_KEYS = ['bytes', 'durationMs', 'error', 'mode', 'replica', 'status']
@@ -231,8 +230,8 @@ t.test('read groups of a HEAD or an empty read are finished too', async (t) => {
 
 /** A volume with a sync and an unthrottled async replica whose size() the test can hold. */
 async function heldVolume(t: Test) {
-  const faults = new Map<string, Faults>()
-  const made = await makeApp(t, {}, { openFile: faultyOpener((path) => faults.get(path)) })
+  const faults = new FaultInjector()
+  const made = await makeApp(t, {}, { openFile: faults.opener })
   await createVolume(t, made.app, 'v', [{ id: 'fast', path: 'fast.bin' }, { id: 'slow', path: 'slow.bin', mode: 'async' }])
   const slowPath = join(made.dataDir, 'slow.bin')
   let release!: () => void
@@ -248,7 +247,7 @@ async function heldVolume(t: Test) {
       },
     })
   const unhold = () => {
-    faults.delete(slowPath)
+    faults.clear(slowPath)
     release()
   }
   t.teardown(unhold)
@@ -286,7 +285,7 @@ t.test('closing right after write-behind caught up finishes', async (t) => {
   if (outcome === 'hung') {
     // Unstick it so the suite can go on: wake the copier that went back to sleep.
     const volumes = app.volumes.list()
-    const nudger = setInterval(() => volumes.forEach((v) => v.wakeCopiers()), 20)
+    const nudger = setInterval(() => volumes.forEach((v) => v.wakeWriteBehind()), 20)
     await closed.finally(() => clearInterval(nudger))
   }
 })

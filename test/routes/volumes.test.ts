@@ -3,24 +3,23 @@ import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
-import { volumeStatusSchema } from '../../src/schemas.js'
-import { openLocalFile } from '../../src/replica-file.js'
+import { volumeStatusSchema } from '../../src/engine/status.js'
+import { openLocalFile } from '../../src/engine/replica-file.js'
 import {
   assertProblem,
   closeOnce,
   createVolume,
   exists,
-  faultyOpener,
   getData,
   json,
   makeApp,
-  pattern,
   putData,
-  tempDir,
   tree,
   waitInSync,
-  type Faults,
 } from '../helpers/app.js'
+import { FaultInjector } from '../helpers/fault-injecting-file.js'
+import { pattern } from '../helpers/pattern.js'
+import { scratch } from '../helpers/scratch.js'
 
 const TWO = [
   { id: 'fast', path: 'fast/v.bin' },
@@ -122,7 +121,7 @@ t.test('PUT /volumes/{name}: a name of 129 characters is a 400 problem', async (
 
 t.test('PUT /volumes/{name}: a bad request is a 400 problem and creates nothing on disk', async (t) => {
   const { app, dataDir } = await makeApp(t)
-  const outside = await tempDir(t, 'filemirror-outside-')
+  const outside = await scratch(t, 'filemirror-outside-')
   await mkdir(join(dataDir, 'inside'))
   await symlink(outside, join(dataDir, 'escape'))
   const ok = { id: 'r', path: 'r.bin' }
@@ -186,7 +185,7 @@ t.test('PUT /volumes/{name}: a bad request is a 400 problem and creates nothing 
 t.test('PUT /volumes/{name}: a dangling symlink inside the root must not let a replica escape it', async (t0) => {
   const t = t0
   const { app, dataDir } = await makeApp(t)
-  const outside = await tempDir(t, 'filemirror-outside-')
+  const outside = await scratch(t, 'filemirror-outside-')
   await symlink(join(outside, 'target.bin'), join(dataDir, 'link.bin'))
   const res = await app.inject({ method: 'PUT', url: '/volumes/dangle', payload: { replicas: [{ id: 'r', path: 'link.bin' }] } })
   assertProblem(t, res, 400, 'a path through a dangling symlink to outside')
@@ -226,10 +225,11 @@ t.test('GET /volumes and GET /volumes/{name}: the status shape', async (t) => {
   t.equal(res.statusCode, 200)
   const status = json(res)
   t.ok(volumeStatusSchema.safeParse(status).success, 'matches the documented status schema')
-  t.same(Object.keys(status).sort(), ['durability', 'etag', 'name', 'replicas', 'size', 'state'])
+  t.same(Object.keys(status).sort(), ['checksums', 'durability', 'error', 'etag', 'name', 'replicas', 'size', 'state'])
   t.equal(status.state, 'ok')
   t.match(status.etag, /^"[^"]+"$/, 'the etag is a quoted strong entity tag')
-  t.same(Object.keys(status.replicas[0]).sort(), ['cachedPercent', 'dirtyBytes', 'error', 'id', 'label', 'maxBytesPerSecond', 'mode', 'path', 'read', 'state', 'write'])
+  t.same(Object.keys(status.replicas[0]).sort(), ['cachedPercent', 'dirtyBytes', 'error', 'id', 'label', 'maxBytesPerSecond', 'mode', 'nextRetryAt', 'path', 'read', 's3', 'state', 'unreachableSince', 'url', 'write'])
+  t.match(status.replicas[0], { url: null, s3: null, nextRetryAt: null, unreachableSince: null }, 'a local replica: no remote, no retry')
   for (const r of status.replicas) {
     t.equal(r.state, 'in-sync', `${r.id} is in-sync`)
     t.equal(r.dirtyBytes, 0, `${r.id} has nothing dirty`)
@@ -238,16 +238,16 @@ t.test('GET /volumes and GET /volumes/{name}: the status shape', async (t) => {
   t.equal(status.replicas[0].label, 'ssd')
   t.same(list.volumes[0], status, 'the list shows the same status')
 
-  // cachedPercent follows reads: a write makes bytes uncached, a read caches what it read.
-  t.equal((await putData(app, 'alpha', pattern(1000))).statusCode < 300, true)
+  // cachedPercent follows reads: a write makes bytes uncached, a read caches what it read (whole 4 KiB blocks, verified).
+  t.equal((await putData(app, 'alpha', pattern(16384))).statusCode < 300, true)
   await waitInSync(app, 'alpha')
   t.equal(json(await app.inject({ method: 'GET', url: '/volumes/alpha' })).replicas[0].cachedPercent, 0, 'nothing cached right after a write')
-  await app.inject({ method: 'GET', url: '/volumes/alpha/data', headers: { range: 'bytes=0-249' } })
+  await app.inject({ method: 'GET', url: '/volumes/alpha/data', headers: { range: 'bytes=0-4095' } })
   t.equal(json(await app.inject({ method: 'GET', url: '/volumes/alpha' })).replicas[0].cachedPercent, 25, 'a quarter read: 25% cached')
   await app.inject({ method: 'GET', url: '/volumes/alpha/data' })
   const after = json(await app.inject({ method: 'GET', url: '/volumes/alpha' }))
   t.equal(after.replicas[0].cachedPercent, 100, 'all read: 100% cached')
-  t.equal(after.size, 1000)
+  t.equal(after.size, 16384)
 
   assertProblem(t, await app.inject({ method: 'GET', url: '/volumes/nope' }), 404, 'unknown volume')
   assertProblem(t, await app.inject({ method: 'GET', url: '/volumes/.hidden' }), 404, 'a name that cannot exist')
@@ -368,8 +368,8 @@ t.test('unknown routes are 404 problems; a known path with another method is 405
 })
 
 t.test('a 5xx never carries a stack trace or a path', async (t) => {
-  const faults = new Map<string, Faults>()
-  const { app, dataDir } = await makeApp(t, {}, { openFile: faultyOpener((path) => faults.get(path)) })
+  const faults = new FaultInjector()
+  const { app, dataDir } = await makeApp(t, {}, { openFile: faults.opener })
   const clean = (what: string, raw: string) => {
     const { instance, type, ...members } = JSON.parse(raw)
     t.ok(typeof instance === 'string' && typeof type === 'string', `${what}: instance and type are set`)
@@ -381,14 +381,14 @@ t.test('a 5xx never carries a stack trace or a path', async (t) => {
   }
 
   // An unexpected error (the anchor replica cannot be sized while opening): masked as a 500.
-  faults.set(join(dataDir, 'broken.bin'), { size: true })
+  faults.set(join(dataDir, 'broken.bin'), { failSize: 'EIO' })
   const internal = await app.inject({ method: 'PUT', url: '/volumes/broken', payload: { replicas: [{ id: 'a', path: 'broken.bin' }] } })
   assertProblem(t, internal, 500, 'an internal error')
   clean('an internal error', internal.body)
 
   // A write no reading replica takes.
   await createVolume(t, app, 'w', [{ id: 'a', path: 'w-a.bin' }])
-  faults.set(join(dataDir, 'w-a.bin'), { write: true })
+  faults.set(join(dataDir, 'w-a.bin'), { failWrites: 'EIO' })
   const write = await putData(app, 'w', pattern(100))
   const problem = assertProblem(t, write, 500, 'a failed write')
   clean('a failed write', write.body)
@@ -398,7 +398,7 @@ t.test('a 5xx never carries a stack trace or a path', async (t) => {
   // A read the named replica cannot serve.
   await createVolume(t, app, 'r', [{ id: 'a', path: 'r-a.bin' }, { id: 'b', path: 'r-b.bin' }])
   t.equal((await putData(app, 'r', pattern(100))).statusCode, 200)
-  faults.set(join(dataDir, 'r-b.bin'), { read: true })
+  faults.set(join(dataDir, 'r-b.bin'), { failReads: 'EIO' })
   const read = await getData(app, 'r', {}, '?replica=b')
   assertProblem(t, read, 500, 'a failed read')
   clean('a failed read', read.body)
