@@ -272,15 +272,24 @@ export class BlockChecksums {
   /**
    * Offsets of covered blocks of `data` (read at block-aligned `offset`; its length a multiple of blockBytes, or
    * ending at the volume's size) whose CRC disagrees with the store — excluding blocks with a write in flight or
-   * written since the ticket was taken (those are not rot: the caller re-reads).
+   * written since the ticket was taken (those are not rot: the caller re-reads). `known`: the CRCs of `data`'s full
+   * blocks, computed where they were read; a short last block is checksummed here, zero-padded as the store keeps it.
    */
-  mismatches(ticket: ReadTicket, offset: number, data: Buffer): number[] {
+  mismatches(ticket: ReadTicket, offset: number, data: Buffer, known?: Uint32Array): number[] {
     if (offset % BLOCK_BYTES !== 0) throw new RangeError('mismatches: offset must be block-aligned')
     data = judgeable(data, offset, this.host.size())
     if (this.broken || data.length === 0) return []
     const first = offset / BLOCK_BYTES
-    const seen = scratch(Math.ceil(data.length / BLOCK_BYTES))
-    const count = sumsOf(data, seen, 0)
+    const count = Math.ceil(data.length / BLOCK_BYTES)
+    let seen: Uint32Array
+    if (known && known.length >= count) {
+      seen = known
+      const full = Math.floor(data.length / BLOCK_BYTES)
+      if (full < count) seen[full] = paddedChecksum(data.subarray(full * BLOCK_BYTES))
+    } else {
+      seen = scratch(count)
+      sumsOf(data, seen, 0)
+    }
     const found: number[] = []
     for (let i = 0; i < count; i++) {
       const k = first + i

@@ -3,7 +3,7 @@ import { FileLane, type Footprint } from './file-lane.js'
 import { EndOfFileError, Operation, type OperationType } from './operation.js'
 import { OperationList } from './operation-list.js'
 import { RangeSet } from './range-set.js'
-import type { ReplicaFile } from './replica-file.js'
+import type { BlockSums, ReplicaFile } from './replica-file.js'
 
 export interface FileMirrorOptions {
   /** Capacity of each file's queue of async operations; callers wait for room beyond it. */
@@ -125,9 +125,12 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
     return this.states.get(file)?.lane.depth ?? 0
   }
 
-  /** Reads `buffer.length` bytes at `offset` from the reading set, or from `files` when given. */
-  readAt(buffer: Buffer, offset: number, userData?: U, files?: ReplicaFile[]): Promise<OperationList<U, F>> {
-    return this.run('read', buffer, offset, userData, files ?? this.readingFiles)
+  /**
+   * Reads `buffer.length` bytes at `offset` from the reading set, or from `files` when given. `sums`, for a read from
+   * one file: its blocks are checksummed there when the file can (its operation is then `summed`).
+   */
+  readAt(buffer: Buffer, offset: number, userData?: U, files?: ReplicaFile[], sums?: BlockSums): Promise<OperationList<U, F>> {
+    return this.run('read', buffer, offset, userData, files ?? this.readingFiles, sums)
   }
 
   /** Writes `buffer` at `offset` to the writing set, or to `files` when given. */
@@ -135,7 +138,7 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
     return this.run('write', buffer, offset, userData, files ?? this.writingFiles)
   }
 
-  private run(type: OperationType, buffer: Buffer, offset: number, userData: U | undefined, files: ReplicaFile[]): Promise<OperationList<U, F>> {
+  private run(type: OperationType, buffer: Buffer, offset: number, userData: U | undefined, files: ReplicaFile[], sums?: BlockSums): Promise<OperationList<U, F>> {
     if (this.closed) return Promise.reject(new Error('file mirror is closed'))
     if (!Number.isSafeInteger(offset) || offset < 0) return Promise.reject(new RangeError('offset must be a non-negative safe integer'))
     let async = false
@@ -143,7 +146,9 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
       const state = this.state(file)
       const own = this.options.fixedBuffer ? buffer : type === 'read' ? Buffer.allocUnsafe(buffer.length) : Buffer.from(buffer)
       async ||= state.async
-      return new Operation<U, F>(type, file, offset, own, state.async, userData, state.userData)
+      const op = new Operation<U, F>(type, file, offset, own, state.async, userData, state.userData)
+      op.sums = sums
+      return op
     })
     // Only sync files: every operation is in its lane now, so there is nothing to admit (and no promise per operation).
     if (!async) return this.runSync(operations)
@@ -193,7 +198,10 @@ export class FileMirror<U = unknown, F = unknown> extends EventEmitter<FileMirro
     let error: Error | null = null
     try {
       if (op.type === 'read') {
-        bytes = await op.file.read(op.buffer, op.offset)
+        if (op.sums && op.file.readSummed) {
+          bytes = await op.file.readSummed(op.buffer, op.offset, op.sums)
+          op.summed = true
+        } else bytes = await op.file.read(op.buffer, op.offset)
         if (bytes < op.buffer.length) error = new EndOfFileError()
         cached.add(op.offset, op.offset + bytes)
       } else {

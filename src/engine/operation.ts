@@ -1,4 +1,4 @@
-import type { ReplicaFile } from './replica-file.js'
+import type { BlockSums, ReplicaFile } from './replica-file.js'
 
 export type OperationType = 'read' | 'write'
 
@@ -21,6 +21,9 @@ export class Operation<U = unknown, F = unknown> {
   error: Error | null = null
   startedAt: number | undefined
   finishedAt: number | undefined
+  /** A read asked to checksum its blocks where it reads them (ReplicaFile.readSummed); `summed` once its file did. */
+  sums: BlockSums | undefined
+  summed = false
   // Promises only for whoever awaits them: most reads are never awaited one by one.
   private started$: Promise<void> | undefined
   private done$: Promise<void> | undefined

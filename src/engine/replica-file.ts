@@ -1,12 +1,21 @@
 import fs, { constants, promises as fsp } from 'node:fs'
 import { dirname } from 'node:path'
+import { readBlocks } from './block-hash.js'
 import { mkdirBelowRoot } from './storage-roots.js'
+
+/** Where a read's block checksums go: the CRC-32C of each `blockBytes` block of the bytes read (the last may be short), into `out` from 0. */
+export interface BlockSums {
+  readonly blockBytes: number
+  readonly out: Uint32Array
+}
 
 /** What a replica is stored on: anything with positional reads and writes. */
 export interface ReplicaFile {
   readonly path: string
   /** Fills `buffer` from `offset`; returns the bytes read, fewer only at end of file. */
   read(buffer: Buffer, offset: number): Promise<number>
+  /** read(), checksumming the blocks it read into `sums` on the thread that read them (bytes still in its cache). */
+  readSummed?(buffer: Buffer, offset: number, sums: BlockSums): Promise<number>
   /** Writes all of `buffer` at `offset`; returns the bytes written. */
   write(buffer: Buffer, offset: number): Promise<number>
   size(): Promise<number>
@@ -72,6 +81,13 @@ export class LocalFile implements ReplicaFile {
   private get fd(): number {
     if (this.closed) throw Object.assign(new Error(`file is closed: ${this.path}`), { code: 'EBADF' })
     return this.handle.fd
+  }
+
+  /** With the native addon only: the read and the checksums both on the libuv pool. */
+  readonly readSummed = readBlocks ? (buffer: Buffer, offset: number, sums: BlockSums): Promise<number> => this.summed(buffer, offset, sums) : undefined
+
+  private async summed(buffer: Buffer, offset: number, sums: BlockSums): Promise<number> {
+    return readBlocks!(this.fd, buffer, offset, sums.blockBytes, sums.out)
   }
 
   async read(buffer: Buffer, offset: number): Promise<number> {

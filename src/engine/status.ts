@@ -54,7 +54,7 @@ export const scrubMismatchSchema = z.object({ replica: z.string(), offset: z.num
 export const checksumStatusSchema = z.object({
   enabled: z.boolean(),
   algorithm: z.literal('crc32c'),
-  implementation: z.enum(['sse4.2', 'software']),
+  implementation: z.enum(['avx512-vpclmulqdq', 'sse4.2', 'software']),
   blockBytes: z.number().int().positive(),
   coveredBytes: z.number().int().min(0),
   coveredPercent: z.number().min(0).max(100),

@@ -1,6 +1,7 @@
 import { BufferPool } from './buffer-pool.js'
 import { EngineError } from './errors.js'
 import type { OperationGroup } from './operation-group.js'
+import type { BlockSums } from './replica-file.js'
 import type { Replica } from './replica.js'
 
 /**
@@ -14,7 +15,8 @@ export interface ChecksumStore {
   readonly blockBytes: number
   covered(start: number, end: number): boolean
   beginRead(start: number, end: number): unknown
-  mismatches(ticket: unknown, offset: number, data: Buffer): number[]
+  /** `known`: the checksums of `data`'s full blocks, computed where they were read (the short last block is not taken from it). */
+  mismatches(ticket: unknown, offset: number, data: Buffer, known?: Uint32Array): number[]
   changedSince(ticket: unknown, start: number, end: number): boolean
   exclusive<T>(start: number, end: number, work: () => Promise<T>): Promise<T>
   cover(ticket: unknown, offset: number, data: Buffer): void
@@ -29,10 +31,11 @@ export interface ChecksumMismatch {
   from: string | null
 }
 
-/** What a replica read gave: how many bytes, from which replica. */
+/** What a replica read gave: how many bytes, from which replica; `summed`: the read's `sums` were filled where it read. */
 export interface ReplicaRead {
   replica: Replica
   bytes: number
+  summed?: boolean
 }
 
 /** What a verified read needs of its volume. */
@@ -41,8 +44,8 @@ export interface VerifyHost {
   readonly size: number
   readonly replicas: Replica[]
   readonly fsync: boolean
-  /** The unverified read: from the named replica, else one holding the bytes, failing over on errors. */
-  readFrom(buffer: Buffer, offset: number, group: OperationGroup, replicaId: string | undefined): Promise<ReplicaRead>
+  /** The unverified read: from the named replica, else one holding the bytes, failing over on errors; `sums` as ReplicaFile.readSummed. */
+  readFrom(buffer: Buffer, offset: number, group: OperationGroup, replicaId: string | undefined, count?: boolean, sums?: BlockSums): Promise<ReplicaRead>
   replicaFailed(replica: Replica, err: unknown): void
   /** Tells of a mismatch: an event, a warn line, a metric. */
   noteMismatch(mismatch: ChecksumMismatch): void
@@ -73,6 +76,12 @@ const EDGED_FROM = 64 << 10
 const spans = new BufferPool(EDGED_FROM + 2 * 4096, 32)
 /** The two edge blocks of a large unaligned read. */
 const edgePairs = new BufferPool(2 * 4096, 64)
+
+/** Reads from this size have their blocks checksummed on the thread that reads them, while the bytes are in its cache. */
+const SUMMED_FROM = 64 << 10
+/** Arrays for those checksums, reused: one per read up to 1 MiB (a typed array of 1 KiB is allocated outside V8's heap). */
+const SUMMED_BLOCKS = 256
+const summedArrays: Uint32Array[] = []
 
 /** Attempts of a read whose blocks a write touched meanwhile, the last one alone on its span (writes there wait). */
 const MAX_ATTEMPTS = 4
@@ -155,8 +164,17 @@ async function readOnce(
   held: boolean,
 ): Promise<ReplicaRead | null> {
   const ticket = sums.beginRead(start, end)
-  const read = await host.readFrom(data, start, group, replicaId)
-  const bad = sums.mismatches(ticket, start, judged(data, read.bytes, start, host.size, sums.blockBytes))
+  const blocks = Math.ceil(data.length / sums.blockBytes)
+  const out = data.length < SUMMED_FROM ? undefined : blocks <= SUMMED_BLOCKS ? (summedArrays.pop() ?? new Uint32Array(SUMMED_BLOCKS)) : new Uint32Array(blocks)
+  let read: ReplicaRead
+  let bad: number[]
+  try {
+    read = await host.readFrom(data, start, group, replicaId, false, out && { blockBytes: sums.blockBytes, out })
+    bad = sums.mismatches(ticket, start, judged(data, read.bytes, start, host.size, sums.blockBytes), read.summed ? out : undefined)
+  } finally {
+    // A failed read has completed too (the pool is done with the array).
+    if (out?.length === SUMMED_BLOCKS && summedArrays.length < 64) summedArrays.push(out)
+  }
   if (bad.length > 0 && !(await healRead(host, sums, ticket, read.replica, data, start, bad, held))) return null
   return held || !sums.changedSince(ticket, start, end) ? read : null
 }

@@ -15,7 +15,7 @@ import type { GroupRegistry } from './group-registry.js'
 import { Journal, readJournal, WHOLE_FILE } from './journal.js'
 import { RangeSet } from './range-set.js'
 import { Replica, toIoError, type ResolvedReplicaSpec } from './replica.js'
-import type { ReplicaFile, ReplicaFileOpener } from './replica-file.js'
+import type { BlockSums, ReplicaFile, ReplicaFileOpener } from './replica-file.js'
 import type { IoError, ReplicaSpec, VolumeSpec } from './spec.js'
 import { backendStatus, type VolumeStatus } from './status.js'
 import { DEFAULT_RETRY_POLICY, type RemoteRetryPolicy } from './remote.js'
@@ -871,8 +871,11 @@ export class Volume extends EventEmitter<VolumeEvents> implements WriteHost, Rep
     return n
   }
 
-  /** Reads unverified, as readInto does without checksums; `count` adds the bytes to the replica's operation. */
-  async readFrom(buffer: Buffer, offset: number, group: OperationGroup, replicaId: string | undefined, count = false): Promise<ReplicaRead> {
+  /**
+   * Reads unverified, as readInto does without checksums; `count` adds the bytes to the replica's operation; `sums`:
+   * the blocks read are checksummed where they are read when the replica's file can (`summed` in the result).
+   */
+  async readFrom(buffer: Buffer, offset: number, group: OperationGroup, replicaId: string | undefined, count = false, sums?: BlockSums): Promise<ReplicaRead> {
     const tried = new Set<Replica>()
     for (;;) {
       const target = this.readTarget(offset, offset + buffer.length, replicaId)
@@ -881,7 +884,7 @@ export class Volume extends EventEmitter<VolumeEvents> implements WriteHost, Rep
       const op = group.find(target.id) ?? group.add(target.id, target.spec.mode)
       group.start(op)
       const shrinks = this.shrinks
-      const [read] = (await this.mirror.readAt(buffer, offset, group, [target.file])).operations
+      const [read] = (await this.mirror.readAt(buffer, offset, group, [target.file], sums)).operations
       // An async replica's read is only queued by readAt: wait for it to run.
       await read.whenDone
       // A replica that holds these bytes and reads short of the volume's end lost its tail behind the server.
@@ -889,7 +892,7 @@ export class Volume extends EventEmitter<VolumeEvents> implements WriteHost, Rep
         read.error instanceof EndOfFileError && replicaId === undefined && shrinks === this.shrinks && offset + read.bytes < Math.min(this.size, offset + buffer.length)
       if (!read.error || (read.error instanceof EndOfFileError && !damaged)) {
         if (count) op.bytes += read.bytes
-        return { replica: target, bytes: read.bytes }
+        return { replica: target, bytes: read.bytes, summed: read.summed }
       }
       const error = damaged ? codedError('ESHRUNK', `replica ${target.id}'s file is shorter than the volume: changed behind the server`) : read.error
       this.replicaFailed(target, error)

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { crc32c } from '@node-rs/crc32'
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -58,6 +59,18 @@ for (const [name, makeOpener] of backends) {
 
     const tail = Buffer.alloc(50)
     t.equal(await file.read(tail, 104_980), 20, 'a read across the end returns the bytes that exist')
+
+    // Optional: a read that checksums its blocks where it reads (LocalFile with the native addon).
+    if (file.readSummed) {
+      const summed = Buffer.alloc(20_000)
+      const out = new Uint32Array(5)
+      t.equal(await file.readSummed(summed, 5_000, { blockBytes: 4096, out }), 20_000, 'readSummed reads as read() does')
+      t.ok(summed.equals(data.subarray(0, 20_000)), 'readSummed: the bytes')
+      t.same([...out], [0, 1, 2, 3, 4].map((k) => crc32c(data.subarray(k * 4096, Math.min((k + 1) * 4096, 20_000)))), 'readSummed: the CRC-32C of each block read')
+      const across = Buffer.alloc(4096)
+      t.equal(await file.readSummed(across, 104_000, { blockBytes: 4096, out }), 1_000, 'readSummed across the end: the bytes that exist')
+      t.equal(out[0], crc32c(data.subarray(99_000)), 'and the checksum of those')
+    }
     t.equal(await file.read(Buffer.alloc(8), 200_000), 0, 'a read past the end returns 0')
 
     await file.write(Buffer.from('abc'), 1)

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { closeSync, openSync, writeSync } from 'node:fs'
+import { readBlocks } from '../../src/engine/block-hash.js'
 import { ChecksumMismatchError, type ChecksumMismatch } from '../../src/engine/verified-read.js'
 import { flipByte } from '../helpers/flip.js'
 import type { Volume } from '../../src/engine/volume.js'
@@ -39,7 +40,7 @@ async function mirrored(t: Parameters<typeof harness>[0], data: Buffer, second: 
 
 t.test('a flipped byte on the reading replica is never served: read from b, a repaired', async (t) => {
   const data = pattern(3 * 1024 * KiB + 1000, 1)
-  const { h, volume, events } = await mirrored(t, data)
+  const { h, volume, sums, events } = await mirrored(t, data)
   const at = 1024 * KiB + 5000
   await flip(h, 'a', at)
   for (const [offset, length, what] of [
@@ -53,6 +54,7 @@ t.test('a flipped byte on the reading replica is never served: read from b, a re
     t.ok(bytes.equals(data.subarray(offset, offset + length)), `${what}: the right bytes`)
   }
   t.ok((await h.readFile('a')).equals(data), 'a repaired on disk')
+  if (readBlocks) t.ok(sums.knownReads > 0, 'the aligned 1 MiB read was judged by checksums computed where it was read')
   t.same(events.slice(0, 1), [{ volume: 'vol', replica: 'a', offset: at - (at % 4096), length: 4096, repaired: true, from: 'b' }], 'one event')
   t.equal(events.length, 1, 'the repaired block reads clean afterwards')
   const warn = h.log.entries.find((e) => e.level === 'warn' && e.msg.startsWith('block checksum mismatch'))
@@ -61,10 +63,11 @@ t.test('a flipped byte on the reading replica is never served: read from b, a re
 
 t.test('the tail block (short, at the volume end) is verified too', async (t) => {
   const data = pattern(64 * KiB + 100, 2)
-  const { h, volume, events } = await mirrored(t, data)
+  const { h, volume, sums, events } = await mirrored(t, data)
   await flip(h, 'a', data.length - 1)
   const { bytes } = await readVolume(volume, 0, data.length)
   t.ok(bytes.equals(data))
+  if (readBlocks) t.equal(sums.knownReads, 1, 'read with its checksums computed where it was read, the short tail judged zero-padded')
   t.equal(events[0]?.offset, 64 * KiB)
   t.equal(events[0]?.length, 100)
   t.ok((await h.readFile('a')).equals(data))

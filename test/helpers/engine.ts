@@ -155,6 +155,22 @@ export class HookFile implements ReplicaFile {
     return n
   }
 
+  /** As read(), through the inner file's checksumming read when it has one (the native addon). */
+  get readSummed(): ReplicaFile['readSummed'] {
+    const inner = this.inner.readSummed
+    if (!inner) return undefined
+    return async (buffer, offset, sums) => {
+      this.reads++
+      if (this.readError) {
+        this.changed()
+        throw this.readError
+      }
+      const n = await inner(buffer, offset, sums)
+      this.changed()
+      return n
+    }
+  }
+
   async write(buffer: Buffer, offset: number): Promise<number> {
     this.onWrite?.(offset, buffer.length)
     await this.writeGate.pass()
