@@ -86,7 +86,20 @@ export interface WriteHold {
   readonly hold: Hold
   /** Checksums of the write's full blocks, computed from its bytes while they were being written (precompute). */
   full?: Uint32Array
+  /** Its partial edge blocks' old bytes from a copy that verified (captureEdges); the block's new bytes once landed. */
+  bases?: Map<number, Buffer>
+  /** Per edge block, the replicas whose old copy failed its checksum, and the one whose copy verified. */
+  rotten?: Map<number, { replicas: string[]; from: string }>
 }
+
+/**
+ * Reads `buffer.length` bytes at `offset` from each replica that holds them, in turn, until `good` takes them: whether
+ * one did (and which), and the replicas whose copy it refused.
+ */
+export type OldBlockReader = (buffer: Buffer, offset: number, good: (bytes: Buffer) => boolean) => Promise<{ from: string | null; refused: string[] }>
+
+/** Writes a block's right bytes (`from`'s copy with the write laid over) over the replicas whose old copy of it had rot. */
+export type EdgeRepair = (replicas: string[], block: Buffer, offset: number, from: string) => Promise<void>
 
 /** Reads the replica's bytes at `offset` into `buffer`; returns how many (fewer only at its end). */
 export type ReadBack = (buffer: Buffer, offset: number) => Promise<number>
@@ -394,17 +407,49 @@ export class BlockChecksums {
     return { start, end, sizeBefore, hold }
   }
 
+  /** A write refused before any byte of it went out: its blocks are released, their checksums as they were. */
+  cancelWrite(held: WriteHold): void {
+    held.hold.release()
+  }
+
+  /**
+   * Before a write with partial edge blocks sends a byte (its blocks held): each edge block's old bytes from a replica
+   * whose copy verifies, so the block's new checksum is of them with the write laid over (landed), never of a copy
+   * with rot outside the write. A block no copy of verifies is left to the read-back after the write.
+   */
+  async captureEdges(held: WriteHold, read: OldBlockReader): Promise<void> {
+    if (this.broken || this.closed) return
+    const { start, end, sizeBefore } = held
+    for (const k of edgeBlocks(start, end)) {
+      if (!needsOld(k, start, end, sizeBefore)) continue
+      const blockStart = k * BLOCK_BYTES
+      const block = Buffer.alloc(BLOCK_BYTES)
+      const expected = k >> 8 < this.regions && !this.uncovered[k >> 8] ? this.sumOf(k) : undefined
+      const { from, refused } = await read(block.subarray(0, Math.min(BLOCK_BYTES, sizeBefore - blockStart)), blockStart, (bytes) => expected === undefined || paddedChecksum(bytes) === expected)
+      if (from === null) continue
+      ;(held.bases ??= new Map()).set(k, block)
+      if (refused.length > 0) (held.rotten ??= new Map()).set(k, { replicas: refused, from })
+    }
+  }
+
   /**
    * The write landed: checksums of its full blocks from `chunk` (the bytes written), of its partial edge blocks from
-   * the block as a replica that took the write now holds it (`readBack`); then its blocks are released. With no
-   * replica that took it (`readBack` null) its regions are uncovered until coverage reads them from the truth.
+   * their verified old bytes with the write laid over (captureEdges), else from the block as a replica that took the
+   * write now holds it (`readBack`); replicas whose old copy had rot get the block's right bytes (`repair`); then its
+   * blocks are released. With no replica that took it (`readBack` null) its regions are uncovered until coverage
+   * reads them from the truth.
    */
-  async endWrite(held: WriteHold, chunk: Buffer, readBack: ReadBack | null): Promise<void> {
+  async endWrite(held: WriteHold, chunk: Buffer, readBack: ReadBack | null, repair?: EdgeRepair): Promise<void> {
     const { start, end } = held
     try {
       if (!this.broken && !this.closed) {
-        if (readBack) await this.landed(held, chunk, readBack)
-        else this.uncover(start, end)
+        if (readBack) {
+          await this.landed(held, chunk, readBack)
+          if (repair && held.rotten) {
+            const limit = Math.max(held.sizeBefore, end)
+            for (const [k, { replicas, from }] of held.rotten) await repair(replicas, held.bases!.get(k)!.subarray(0, Math.min(BLOCK_BYTES, limit - k * BLOCK_BYTES)), k * BLOCK_BYTES, from)
+          }
+        } else this.uncover(start, end)
       }
     } finally {
       this.stampRange(start, end)
@@ -424,16 +469,22 @@ export class BlockChecksums {
     blockChecksums(chunk.subarray(fullFirst * BLOCK_BYTES - held.start, fullEnd * BLOCK_BYTES - held.start), BLOCK_BYTES, held.full, 0)
   }
 
-  private async landed({ start, end, sizeBefore, full }: WriteHold, chunk: Buffer, readBack: ReadBack): Promise<void> {
+  private async landed({ start, end, sizeBefore, full, bases }: WriteHold, chunk: Buffer, readBack: ReadBack): Promise<void> {
     this.ensureRegions(regionsOf(end))
     const fullFirst = Math.ceil(start / BLOCK_BYTES)
     const fullEnd = Math.floor(end / BLOCK_BYTES)
     if (full) this.sums.set(full, fullFirst)
     else if (fullEnd > fullFirst) blockChecksums(chunk.subarray(fullFirst * BLOCK_BYTES - start, fullEnd * BLOCK_BYTES - start), BLOCK_BYTES, this.sums, fullFirst)
-    const edges = [...new Set([start % BLOCK_BYTES ? Math.floor(start / BLOCK_BYTES) : -1, end % BLOCK_BYTES ? fullEnd : -1])].filter((k) => k >= 0)
+    // Edge blocks whose verified old bytes were captured: those bytes with the write laid over them.
+    for (const [k, block] of bases ?? []) {
+      const from = Math.max(start, k * BLOCK_BYTES)
+      chunk.copy(block, from - k * BLOCK_BYTES, from - start, Math.min(end, (k + 1) * BLOCK_BYTES) - start)
+      this.sums[k] = checksum(block)
+    }
+    const edges = edgeBlocks(start, end).filter((k) => !bases?.has(k))
     // Bytes of an edge block outside the write are zeros past the size it found (no other write holds the block).
     const limit = Math.max(sizeBefore, end)
-    const needsRead = (k: number) => (k * BLOCK_BYTES < start && k * BLOCK_BYTES < sizeBefore) || (end < (k + 1) * BLOCK_BYTES && end < sizeBefore)
+    const needsRead = (k: number) => needsOld(k, start, end, sizeBefore)
     const reads = edges.filter(needsRead)
     // Two edge blocks side by side (a small unaligned write) are read back in one read.
     const spanFirst = reads.length > 0 ? reads[0] : 0
@@ -487,14 +538,23 @@ export class BlockChecksums {
     return { start: newSize, end: oldSize, sizeBefore: oldSize, hold }
   }
 
-  /** The volume shrank to `newSize` (the files too): blocks past it are zeros, its last block is read back padded. */
-  async endShrink(held: WriteHold, readBack: ReadBack | null): Promise<void> {
+  /**
+   * The volume shrank to `newSize` (the files too): blocks past it are zeros; its last block is its verified old bytes
+   * cut and padded (captureEdges), else read back padded; replicas whose old copy had rot get the right bytes (`repair`).
+   */
+  async endShrink(held: WriteHold, readBack: ReadBack | null, repair?: EdgeRepair): Promise<void> {
     const { start: newSize, end: oldSize } = held
     try {
       if (this.broken || this.closed) return
       const lastBlock = Math.floor(newSize / BLOCK_BYTES)
       this.sums.fill(ZERO_BLOCK_CRC, Math.ceil(newSize / BLOCK_BYTES), Math.min(Math.ceil(oldSize / BLOCK_BYTES), this.sums.length))
-      if (newSize % BLOCK_BYTES !== 0) {
+      const base = held.bases?.get(lastBlock)
+      if (newSize % BLOCK_BYTES !== 0 && base) {
+        base.fill(0, newSize - lastBlock * BLOCK_BYTES)
+        this.sums[lastBlock] = checksum(base)
+        const rotten = held.rotten?.get(lastBlock)
+        if (repair && rotten) await repair(rotten.replicas, base.subarray(0, newSize - lastBlock * BLOCK_BYTES), lastBlock * BLOCK_BYTES, rotten.from)
+      } else if (newSize % BLOCK_BYTES !== 0) {
         const block = Buffer.alloc(BLOCK_BYTES)
         try {
           if (!readBack) throw new Error('no replica to read from')
@@ -919,6 +979,18 @@ export class BlockChecksums {
  * The part of `data` (read at `offset`) whose blocks can be judged: a short last block only when it ends at the
  * volume's size now (one read before the volume grew is not the zero-padded block the store holds).
  */
+/** The partial edge blocks of a write of [start, end): one, two or none. */
+function edgeBlocks(start: number, end: number): number[] {
+  const first = start % BLOCK_BYTES ? Math.floor(start / BLOCK_BYTES) : -1
+  const last = end % BLOCK_BYTES ? Math.floor(end / BLOCK_BYTES) : -1
+  return first === last ? (first >= 0 ? [first] : []) : [first, last].filter((k) => k >= 0)
+}
+
+/** Whether edge block `k` of a write of [start, end) keeps bytes the write does not change (bytes the volume had). */
+function needsOld(k: number, start: number, end: number, sizeBefore: number): boolean {
+  return (k * BLOCK_BYTES < start && k * BLOCK_BYTES < sizeBefore) || (end < (k + 1) * BLOCK_BYTES && end < sizeBefore)
+}
+
 function judgeable(data: Buffer, offset: number, size: number): Buffer {
   const tail = data.length % BLOCK_BYTES
   return tail === 0 || offset + data.length === size ? data : data.subarray(0, data.length - tail)

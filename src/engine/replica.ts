@@ -114,6 +114,11 @@ export class Replica {
     return set.bytes
   }
 
+  /** Whether an acknowledged byte of [start, end) is missing (pending or being copied); writes in flight aside. */
+  lacksAcknowledged(start: number, end: number): boolean {
+    return this.pending.intersects(start, end) || this.copying.intersects(start, end)
+  }
+
   /** Whether any byte of [start, end) is missing from this replica. */
   lacks(start: number, end: number): boolean {
     if (this.pending.intersects(start, end) || this.copying.intersects(start, end)) return true

@@ -299,7 +299,8 @@ export function repairBlock(host: VerifyHost, sums: ChecksumStore, bad: Replica,
 
 /** The repair itself, run with client writes on [start, end) held off. */
 async function writeGood(host: VerifyHost, sums: ChecksumStore, bad: Replica, good: Replica, start: number, end: number): Promise<boolean> {
-  if (bad.failed || good.failed || bad.lacks(start, end) || good.lacks(start, end)) return false
+  // Client writes on the block are held off: an intent of one waiting to start is no reason not to repair.
+  if (bad.failed || good.failed || bad.lacksAcknowledged(start, end) || good.lacksAcknowledged(start, end)) return false
   const ticket = sums.beginRead(start, end)
   const bytes = Buffer.allocUnsafe(end - start)
   const n = await good.file!.read(bytes, start).catch(() => -1)

@@ -1,10 +1,11 @@
-import type { BlockChecksums, ReadBack, WriteHold } from './block-checksums.js'
+import type { BlockChecksums, EdgeRepair, OldBlockReader, ReadBack, WriteHold } from './block-checksums.js'
 import { EngineError } from './errors.js'
 import type { Operation } from './operation.js'
 import type { OperationList } from './operation-list.js'
 import type { Replica } from './replica.js'
 import { toIoError } from './replica.js'
 import type { IoError } from './spec.js'
+import { ChecksumMismatchError, type ChecksumMismatch } from './verified-read.js'
 import type { ReplicaOperation, OperationGroup } from './operation-group.js'
 
 /** Intents of a write of unknown length grow in steps this big, so a long stream costs few journal records. */
@@ -20,6 +21,7 @@ export interface WriteOptions {
 
 /** What a write session needs of its volume; it changes the volume only through these. */
 export interface WriteHost {
+  readonly name: string
   readonly replicas: readonly Replica[]
   readonly size: number
   /** No in-sync sync replica: writes go through the lanes of the in-sync async ones. */
@@ -32,6 +34,8 @@ export interface WriteHost {
   newGroup(kind: 'write', offset: number): OperationGroup
   writeAt(chunk: Buffer, offset: number, group: OperationGroup, replicas: Replica[]): Promise<OperationList<OperationGroup, Replica>>
   replicaFailed(replica: Replica, err: unknown): void
+  /** A block failed its checksum on a replica: an event, a warn line, a metric. */
+  noteMismatch(mismatch: ChecksumMismatch): void
   /** Journals (and records) that `replicas` missed acknowledged bytes [start, end); resolves once it is durable. */
   recordMissed(replicas: Replica[], start: number, end: number): Promise<void>
   /** Records the smaller size before the files shrink. */
@@ -157,11 +161,14 @@ export class WriteSession {
     let held: WriteHold | undefined
     try {
       held = sums ? await sums.beginWrite(start, end) : undefined
+      // Edge blocks' old bytes, verified, before any byte goes out: their new checksums never bless rot beside the write.
+      if (held) await sums!.captureEdges(held, this.readOld)
     } catch (err) {
+      if (held) sums!.cancelWrite(held)
       this.volume.leaveChunk()
       throw err
     }
-    const settle = (from: Replica | undefined) => (held ? sums!.endWrite(held, chunk, from ? readBackFrom(from) : null) : Promise.resolve())
+    const settle = (from: Replica | undefined) => (held ? sums!.endWrite(held, chunk, from ? readBackFrom(from) : null, this.repairEdge) : Promise.resolve())
     // A write past the end changes the zeros before it too.
     this.volume.noteWrite(Math.min(start, this.volume.size), end)
     // Held until the bookkeeping below is done and, buffered, until its lanes have written it too.
@@ -196,6 +203,47 @@ export class WriteSession {
     } finally {
       if (release) release()
       else this.volume.leaveChunk()
+    }
+  }
+
+  /** An edge block's old bytes from the first replica holding them whose copy is good, local ones first. */
+  private readonly readOld: OldBlockReader = async (buffer, offset, good) => {
+    const end = offset + buffer.length
+    const refused: string[] = []
+    const holders = this.volume.replicas.filter((r) => r.file && !r.failed && r.spec.write && !r.lacksAcknowledged(offset, end))
+    for (const r of [...holders.filter((h) => !h.isRemote), ...holders.filter((h) => h.isRemote)]) {
+      const n = await r.file!.read(buffer, offset).catch(() => -1)
+      if (n !== buffer.length) continue
+      if (good(buffer)) return { from: r.id, refused }
+      refused.push(r.id)
+    }
+    if (refused.length === 0) return { from: null, refused }
+    // Every copy has rot beside the write: its checksum cannot be kept right, so the write is refused, nothing sent.
+    for (const id of refused) this.volume.noteMismatch({ replica: id, offset, length: buffer.length, repaired: false, from: null })
+    throw new ChecksumMismatchError(this.volume.name, offset, buffer.length, refused)
+  }
+
+  /** Writes an edge block's right bytes over the replicas whose old copy had rot (the block still held). */
+  private readonly repairEdge: EdgeRepair = async (ids, block, offset, from) => {
+    for (const id of ids) {
+      const r = this.volume.replicas.find((x) => x.id === id)
+      if (!r?.file || r.failed) continue
+      let repaired = false
+      try {
+        if (r.file.writeUnit !== undefined) {
+          // A remote that takes whole chunks only (S3): write-behind copies the block.
+          await r.journal.markDirty(offset, block.length)
+          r.markPending(offset, offset + block.length)
+          this.volume.wakeWriteBehind()
+        } else {
+          await r.file.write(block, offset)
+          if (this.volume.fsync) await r.file.sync()
+        }
+        repaired = true
+      } catch (err) {
+        this.volume.replicaFailed(r, err)
+      }
+      this.volume.noteMismatch({ replica: id, offset, length: block.length, repaired, from })
     }
   }
 
@@ -321,8 +369,10 @@ export class WriteSession {
     if (size > old) await truncate()
     else {
       await this.volume.recordShrink(size)
-      // The regions cut are in flux before the files shrink.
+      // The regions cut are in flux before the files shrink; the last block's old bytes from a copy that verifies.
       cut = await sums?.beginShrink(size, old)
+      // Every copy rotten: nothing better than the read-back after the cut exists (the size is already recorded).
+      if (cut) await sums!.captureEdges(cut, (buffer, offset, good) => this.readOld(buffer, offset, good).catch(() => ({ from: null, refused: [] })))
     }
     try {
       this.volume.resizeTo(size)
@@ -332,7 +382,7 @@ export class WriteSession {
       if (size < old) await truncate()
     } finally {
       const from = now.find((r) => !r.failed)
-      if (cut) await sums!.endShrink(cut, from ? readBackFrom(from) : null)
+      if (cut) await sums!.endShrink(cut, from ? readBackFrom(from) : null, this.repairEdge)
     }
     this.volume.bump()
     this.volume.wakeWriteBehind()

@@ -9,6 +9,7 @@ import { blockHashImplementation } from '../../src/engine/block-hash.js'
 import { volumeStatusSchema } from '../../src/engine/status.js'
 import { closeOnce, createVolume, exists, getData, json, makeApp, putData } from '../helpers/app.js'
 import { eventually } from '../helpers/eventually.js'
+import { flipByte } from '../helpers/flip.js'
 
 const MiB = 1 << 20
 
@@ -62,4 +63,89 @@ t.test('a volume created with checksums: false keeps none and costs nothing', as
   t.notOk(await exists(join(dataDir, '.filemirror', 'journals', 'plain', 'checksums')))
   const bad = await app.inject({ method: 'PUT', url: '/volumes/other', payload: { replicas: [{ id: 'a', path: 'o.img' }], checksums: 'yes' } })
   t.equal(bad.statusCode, 400, 'not a boolean: refused')
+})
+
+/** A ranged PUT of `bytes` at `offset`. */
+function putRange(app: App, name: string, offset: number, bytes: Buffer) {
+  return app.inject({
+    method: 'PUT',
+    url: `/volumes/${name}/data`,
+    headers: { 'content-range': `bytes ${offset}-${offset + bytes.length - 1}/*`, 'content-type': 'application/octet-stream' },
+    payload: bytes,
+  })
+}
+
+t.test('rot beside a partial write is never blessed: the edge block checksum is of a copy that verifies, and the rotten copy is repaired', async (t) => {
+  // The flip sits in an edge block, outside the bytes the write changes: head and tail edge, on the reading replica
+  // and on the other one. Before the fix the new checksum came from the first replica's block as it stood after the
+  // write, rot included, and a read from the good replica then "healed" it with the rot.
+  for (const [edge, flipAt, offset, length] of [
+    ['head', 8192 + 100, 8192 + 2000, 1000],
+    ['tail', 8192 + 3900, 8192 + 2000, 1000],
+    ['both, a write across two blocks', 8192 + 100, 8192 + 3000, 3000],
+  ] as const) {
+    for (const rotten of ['a', 'b']) {
+      const { app, dataDir } = await makeApp(t)
+      await createVolume(t, app, 'v', [{ id: 'a', path: 'a.img' }, { id: 'b', path: 'b.img' }])
+      const body = randomBytes(64 * 1024)
+      t.equal((await putData(app, 'v', body)).statusCode, 200)
+      const events: any[] = []
+      app.volumes.get('v')!.on('checksumMismatch', (e) => events.push(e))
+      flipByte(join(dataDir, `${rotten}.img`), flipAt)
+      const bytes = randomBytes(length)
+      t.equal((await putRange(app, 'v', offset, bytes)).statusCode, 200, `${edge}, ${rotten} rotten: the write is taken`)
+      const expected = Buffer.from(body)
+      bytes.copy(expected, offset)
+      for (const replica of ['a', 'b']) {
+        const read = await getData(app, 'v', { range: 'bytes=8192-16383' }, `?replica=${replica}`)
+        t.ok(read.statusCode === 206 && read.rawPayload.equals(expected.subarray(8192, 16384)), `${edge}, ${rotten} rotten: read from ${replica}, the right bytes`)
+      }
+      for (const replica of ['a', 'b']) t.ok((await fs.readFile(join(dataDir, `${replica}.img`))).equals(expected), `${edge}, ${rotten} rotten: ${replica}.img holds the right bytes`)
+      t.match(events, [{ replica: rotten, offset: 8192, repaired: true, from: rotten === 'a' ? 'b' : 'a' }], `${edge}, ${rotten} rotten: one mismatch, repaired from the other replica`)
+      await closeOnce(app)
+    }
+  }
+})
+
+t.test('a partial write into a block no replica has a good copy of is refused with a problem, and changes nothing', async (t) => {
+  const { app, dataDir } = await makeApp(t)
+  await createVolume(t, app, 'v', [{ id: 'a', path: 'a.img' }, { id: 'b', path: 'b.img' }])
+  const body = randomBytes(64 * 1024)
+  await putData(app, 'v', body)
+  flipByte(join(dataDir, 'a.img'), 8192 + 100)
+  flipByte(join(dataDir, 'b.img'), 8192 + 200)
+  const before = { a: await fs.readFile(join(dataDir, 'a.img')), b: await fs.readFile(join(dataDir, 'b.img')) }
+  const res = await putRange(app, 'v', 8192 + 2000, randomBytes(1000))
+  t.equal(res.statusCode, 500)
+  t.match(json(res), { type: 'https://filemirror.dev/problems/checksum-mismatch', offset: 8192, length: 4096, replicas: ['a', 'b'] }, 'the problem names the block and the replicas')
+  t.match(json(res).detail, /backup/, 'and says what to do')
+  t.ok((await fs.readFile(join(dataDir, 'a.img'))).equals(before.a), 'a unchanged')
+  t.ok((await fs.readFile(join(dataDir, 'b.img'))).equals(before.b), 'b unchanged')
+  const whole = randomBytes(4096)
+  t.equal((await putRange(app, 'v', 8192, whole)).statusCode, 200, 'writing the whole block is taken')
+  const read = await getData(app, 'v', { range: 'bytes=8192-12287' })
+  t.ok(read.statusCode === 206 && read.rawPayload.equals(whole), 'and reads back')
+})
+
+t.test('rot in the last block a shrink keeps is not blessed either', async (t) => {
+  for (const rotten of ['a', 'b']) {
+    const { app, dataDir } = await makeApp(t)
+    await createVolume(t, app, 'v', [{ id: 'a', path: 'a.img' }, { id: 'b', path: 'b.img' }])
+    const body = randomBytes(64 * 1024)
+    await putData(app, 'v', body)
+    const newSize = 40_000
+    flipByte(join(dataDir, `${rotten}.img`), newSize - 10)
+    // A write at the start with a smaller complete length: the volume shrinks to it.
+    const head = randomBytes(100)
+    const res = await app.inject({ method: 'PUT', url: '/volumes/v/data', headers: { 'content-range': `bytes 0-99/${newSize}`, 'content-type': 'application/octet-stream' }, payload: head })
+    t.ok(res.statusCode < 300, `${rotten} rotten: the shrinking write is taken (${res.statusCode})`)
+    const expected = Buffer.from(body.subarray(0, newSize))
+    head.copy(expected, 0)
+    for (const replica of ['a', 'b']) {
+      const read = await getData(app, 'v', { range: `bytes=36864-${newSize - 1}` }, `?replica=${replica}`)
+      t.ok(read.statusCode === 206 && read.rawPayload.equals(expected.subarray(36864)), `${rotten} rotten: the kept last block read from ${replica} is right`)
+    }
+    for (const replica of ['a', 'b']) t.ok((await fs.readFile(join(dataDir, `${replica}.img`))).equals(expected), `${rotten} rotten: ${replica}.img holds the right bytes`)
+    await closeOnce(app)
+  }
 })

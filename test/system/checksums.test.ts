@@ -253,7 +253,7 @@ t.test('writes racing reads of the same blocks are never reported as rot, and a 
   t.same(foreign, [], 'no read had a byte no write wrote')
   await new Promise((r) => setTimeout(r, 200))
   // The flip was overwritten by the next write, or found and repaired by a read before it: never anything else.
-  t.ok(events.every((e) => e.replica === 'a' && e.offset === flippedAt - (flippedAt % 4096) && e.repaired), `no race reported as rot (${events.length} event(s), all the real flip)`)
+  t.ok(events.every((e) => e.replica === 'a' && e.offset === flippedAt - (flippedAt % 4096) && e.repaired), `no race reported as rot (${events.length} event(s), all the real flip at ${flippedAt}: ${JSON.stringify(events)})`)
 })
 
 t.test('write-behind never copies rot over good bytes: a full resync of slow heals fast from slow\'s own block, and so does a copy that folds a gap between two writes', { skip }, async (t) => {
