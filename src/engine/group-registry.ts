@@ -10,6 +10,9 @@ export interface GroupRegistryOptions {
 /** Operation groups by id in insertion order; reads and writes in separate bounded windows so memory stays flat. */
 export class GroupRegistry {
   private readonly writes = new Map<string, OperationGroup>()
+  /** Write group ids oldest first, from `writeHead` (some may be gone already): eviction never walks the Map. */
+  private writeOrder: string[] = []
+  private writeHead = 0
   /** Read groups come and go with every GET: a preallocated ring in insertion order (the oldest overwritten), found by id through `readIds`. */
   private readonly readRing: Array<OperationGroup | undefined>
   private readonly readIds = new Map<string, number>()
@@ -22,7 +25,8 @@ export class GroupRegistry {
   add(group: OperationGroup): void {
     if (group.kind === 'read') return this.addRead(group)
     this.writes.set(group.id, group)
-    this.evict(this.writes, this.options.maxGroups)
+    this.writeOrder.push(group.id)
+    this.evict()
   }
 
   private addRead(group: OperationGroup): void {
@@ -64,6 +68,7 @@ export class GroupRegistry {
   forgetVolume(volume: string): void {
     for (const [id, g] of this.writes) if (g.volume === volume) this.writes.delete(id)
     this.dropReads((g) => g.volume === volume)
+    this.compactOrder()
   }
 
   /** Drops finished groups past their retention; call periodically. */
@@ -71,6 +76,7 @@ export class GroupRegistry {
     const expired = (g: OperationGroup) => g.finishedAt !== null && now - g.finishedAt > this.options.retentionMs
     for (const [id, g] of this.writes) if (expired(g)) this.writes.delete(id)
     this.dropReads(expired)
+    this.compactOrder()
   }
 
   private dropReads(drop: (g: OperationGroup) => boolean): void {
@@ -82,12 +88,21 @@ export class GroupRegistry {
     }
   }
 
-  /** The oldest group goes first (O(1) per add): the count bound wins over retention. */
-  private evict(window: Map<string, OperationGroup>, max: number): void {
-    if (window.size <= max) return
-    for (const id of window.keys()) {
-      if (window.size <= max) return
-      window.delete(id)
+  /**
+   * The oldest write group goes first (O(1) per add): the count bound wins over retention. Not by iterating the Map:
+   * its deleted entries stay as holes until a rehash, so its first key costs a walk past every group evicted since.
+   */
+  private evict(): void {
+    while (this.writes.size > this.options.maxGroups && this.writeHead < this.writeOrder.length) this.writes.delete(this.writeOrder[this.writeHead++])
+    if (this.writeHead > 1024 && this.writeHead * 2 > this.writeOrder.length) {
+      this.writeOrder = this.writeOrder.slice(this.writeHead)
+      this.writeHead = 0
     }
+  }
+
+  /** Drops the ids of write groups no longer held (swept, forgotten) from the order. */
+  private compactOrder(): void {
+    this.writeOrder = this.writeOrder.slice(this.writeHead).filter((id) => this.writes.has(id))
+    this.writeHead = 0
   }
 }

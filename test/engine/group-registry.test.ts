@@ -121,3 +121,36 @@ t.test(
     t.same(ids(r.list('v', () => true, 10)), ids([...gs].reverse()), 'newest (last added) first')
   },
 )
+
+t.test('eviction stays FIFO and its bookkeeping bounded through sweeps and forgotten volumes', async (t) => {
+  const r = registry({ maxGroups: 1000, retentionMs: 1000 })
+  const all: OperationGroup[] = []
+  for (let i = 0; i < 100_000; i++) {
+    const g = group(i % 7 === 0 ? 'gone' : 'v', 'write')
+    all.push(g)
+    r.add(g)
+    // Every so often a sweep drops finished groups past retention, and a volume is forgotten.
+    if (i % 10_000 === 5_000) {
+      for (const old of all.slice(-500, -400)) finish(old, 0)
+      r.sweep(10_000)
+    }
+    if (i === 60_000) r.forgetVolume('gone')
+  }
+  t.same(present(r, all.slice(-1000)), Array(1000).fill(true), 'the newest 1,000 are held')
+  t.equal(r.size, 1000, 'and nothing else')
+  t.ok((r as unknown as { writeOrder: string[] }).writeOrder.length <= 3 * 1000, 'the order of ids stays bounded')
+})
+
+t.test('a group swept before the window fills is not counted when the window later evicts', async (t) => {
+  const r = registry({ maxGroups: 3, retentionMs: 1000 })
+  const gs = Array.from({ length: 5 }, () => group('v', 'write'))
+  r.add(gs[0])
+  r.add(gs[1])
+  finish(gs[0], 0)
+  r.sweep(10_000)
+  r.add(gs[2])
+  r.add(gs[3])
+  t.same(present(r, gs), [false, true, true, true, false], 'three held: the swept one does not take a place')
+  r.add(gs[4])
+  t.same(present(r, gs), [false, false, true, true, true], 'the oldest held one goes next')
+})
