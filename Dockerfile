@@ -51,7 +51,7 @@ COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm \
     npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 COPY --from=build /app/dist ./dist
-# Block checksums' SSE 4.2 CRC-32C, loaded from build/Release/ (without it they fall back to software).
+# Block checksums' native CRC-32C (AVX-512 folding or SSE 4.2), loaded from build/Release/ (without it: software).
 COPY --from=build /app/build/Release/block_crc.node ./build/Release/block_crc.node
 # Read at run time relative to dist/routes/ (../../openapi.yaml, ../../public/):
 # GET /openapi.yaml and the status page at /.

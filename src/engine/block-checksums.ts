@@ -303,6 +303,8 @@ export class BlockChecksums {
       seen = scratch(count)
       sumsOf(data, seen, 0)
     }
+    // The common case of a large read, every block as stored: one native comparison of the two arrays, not a loop.
+    if (count >= 16 && first + count <= this.sums.length && Buffer.from(seen.buffer, seen.byteOffset, count * 4).equals(Buffer.from(this.sums.buffer, this.sums.byteOffset + first * 4, count * 4))) return []
     const found: number[] = []
     for (let i = 0; i < count; i++) {
       const k = first + i
