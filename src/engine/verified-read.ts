@@ -305,11 +305,20 @@ async function writeGood(host: VerifyHost, sums: ChecksumStore, bad: Replica, go
   const bytes = Buffer.allocUnsafe(end - start)
   const n = await good.file!.read(bytes, start).catch(() => -1)
   if (n !== bytes.length || sums.mismatches(ticket, start, bytes).length > 0 || sums.changedSince(ticket, start, end)) return false
-  const file = bad.file!
+  return overwriteBlock(host, bad, bytes, start)
+}
+
+/**
+ * Writes a block's right bytes over `replica`'s copy (client writes on it held off by the caller); a remote that takes
+ * only whole chunks (S3) has it copied by write-behind instead. A failed write fails the replica. Whether it was done.
+ */
+export async function overwriteBlock(host: Pick<VerifyHost, 'fsync' | 'replicaFailed' | 'wakeWriteBehind'>, replica: Replica, bytes: Buffer, start: number): Promise<boolean> {
+  const file = replica.file
+  if (!file) return false
   try {
     if (file.writeUnit !== undefined) {
-      await bad.journal.markDirty(start, end - start)
-      bad.markPending(start, end)
+      await replica.journal.markDirty(start, bytes.length)
+      replica.markPending(start, start + bytes.length)
       host.wakeWriteBehind()
       return true
     }
@@ -317,7 +326,7 @@ async function writeGood(host: VerifyHost, sums: ChecksumStore, bad: Replica, go
     if (host.fsync) await file.sync()
     return true
   } catch (err) {
-    host.replicaFailed(bad, err)
+    host.replicaFailed(replica, err)
     return false
   }
 }

@@ -5,7 +5,7 @@ import type { OperationList } from './operation-list.js'
 import type { Replica } from './replica.js'
 import { toIoError } from './replica.js'
 import type { IoError } from './spec.js'
-import { ChecksumMismatchError, type ChecksumMismatch } from './verified-read.js'
+import { ChecksumMismatchError, overwriteBlock, type ChecksumMismatch } from './verified-read.js'
 import type { ReplicaOperation, OperationGroup } from './operation-group.js'
 
 /** Intents of a write of unknown length grow in steps this big, so a long stream costs few journal records. */
@@ -227,22 +227,8 @@ export class WriteSession {
   private readonly repairEdge: EdgeRepair = async (ids, block, offset, from) => {
     for (const id of ids) {
       const r = this.volume.replicas.find((x) => x.id === id)
-      if (!r?.file || r.failed) continue
-      let repaired = false
-      try {
-        if (r.file.writeUnit !== undefined) {
-          // A remote that takes whole chunks only (S3): write-behind copies the block.
-          await r.journal.markDirty(offset, block.length)
-          r.markPending(offset, offset + block.length)
-          this.volume.wakeWriteBehind()
-        } else {
-          await r.file.write(block, offset)
-          if (this.volume.fsync) await r.file.sync()
-        }
-        repaired = true
-      } catch (err) {
-        this.volume.replicaFailed(r, err)
-      }
+      if (!r || r.failed) continue
+      const repaired = await overwriteBlock(this.volume, r, block, offset)
       this.volume.noteMismatch({ replica: id, offset, length: block.length, repaired, from })
     }
   }
