@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
-import { cpuSplit, makeRandomFile } from './proc.js'
+import { cpuSplit, makeRandomFile, median } from './proc.js'
 import { luaScript, namedLoads, runWrk } from './wrk.js'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
@@ -74,7 +74,6 @@ try {
       console.error(`${v.label} round ${round + 1}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, ${cpuUs.toFixed(0)} µs CPU/req (${sysUs.toFixed(0)} system)${r.badStatus + r.socketErrors ? `, ${r.badStatus + r.socketErrors} errors` : ''}`)
     }
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   const base = variants[0]
   console.log(`| ${loadName} | best req/s | median CPU µs/req | of which system | vs ${base.label} (CPU) | best p99 ms |`)
   console.log('|---|---|---|---|---|---|')

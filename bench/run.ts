@@ -16,7 +16,7 @@ import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyFloor, startFastifyStatic, startFilemirror, startMirroredFilemirror, startNginx, versions, type Server } from './peers.js'
-import { cpuSeconds, makeRandomFile, peakRssMiB, readFileAt, resetPeakRss } from './proc.js'
+import { cpuSeconds, makeRandomFile, median, peakRssMiB, readFileAt, resetPeakRss } from './proc.js'
 import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
 
 const env = process.env
@@ -273,11 +273,6 @@ interface ChecksumCost {
   off: Measured[]
   /** Median over the rounds of on / off CPU per request, each round's two runs back to back. */
   ratio: number
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
 /**

@@ -17,7 +17,9 @@ interface Addon {
   readBlocksFolded?: NativeRead
 }
 
-export type BlockHashImplementation = 'avx512-vpclmulqdq' | 'sse4.2' | 'software'
+/** The ways block checksums can be computed, fastest first (the status schema's enum). */
+export const BLOCK_HASH_IMPLEMENTATIONS = ['avx512-vpclmulqdq', 'sse4.2', 'software'] as const
+export type BlockHashImplementation = (typeof BLOCK_HASH_IMPLEMENTATIONS)[number]
 
 function loadNative(): { blocks: NativeBlocks; read: NativeRead; implementation: BlockHashImplementation } | undefined {
   const wanted = process.env.FILEMIRROR_NATIVE_CRC

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { BLOCK_HASH_IMPLEMENTATIONS } from './block-hash.js'
 import { durabilitySchema, ioErrorSchema, replicaModeSchema, replicaStateSchema } from './spec.js'
 
 /** What the engine reports of a volume and of an operation group: the JSON the API returns. */
@@ -54,7 +55,7 @@ export const scrubMismatchSchema = z.object({ replica: z.string(), offset: z.num
 export const checksumStatusSchema = z.object({
   enabled: z.boolean(),
   algorithm: z.literal('crc32c'),
-  implementation: z.enum(['avx512-vpclmulqdq', 'sse4.2', 'software']),
+  implementation: z.enum(BLOCK_HASH_IMPLEMENTATIONS),
   blockBytes: z.number().int().positive(),
   coveredBytes: z.number().int().min(0),
   coveredPercent: z.number().min(0).max(100),
