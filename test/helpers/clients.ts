@@ -81,6 +81,8 @@ export interface SeenRequest {
   replyHeaders: Record<string, unknown>
   /** The client went away before the reply was complete. */
   aborted: boolean
+  /** The reply's socket closed before its last byte went out (a stalled or cut reply, seen from the server). */
+  unfinished?: boolean
 }
 
 /**
@@ -100,6 +102,7 @@ export function recordRequests(app: FastifyInstance): SeenRequest[] {
     if (!entry) return
     entry.status = reply.statusCode
     entry.replyHeaders = { ...reply.getHeaders() }
+    entry.unfinished = !reply.raw.writableFinished
   })
   app.addHook('onRequestAbort', async (request) => {
     const entry = entries.get(request)
@@ -115,7 +118,7 @@ export function describeRequests(seen: SeenRequest[]): string {
       const extra = ['range', 'if-range', 'content-range', 'expect', 'if-match', 'if-none-match']
         .filter((h) => r.headers[h] !== undefined)
         .map((h) => `${h}: ${r.headers[h]}`)
-      return `${r.method} ${r.url}${extra.length ? ` [${extra.join('; ')}]` : ''} -> ${r.aborted ? 'aborted by the client' : r.status}`
+      return `${r.method} ${r.url}${extra.length ? ` [${extra.join('; ')}]` : ''} -> ${r.aborted ? 'aborted by the client' : r.status}${r.unfinished ? ' (closed before its last byte)' : ''}`
     })
     .join('\n')
 }

@@ -18,6 +18,8 @@ const WGET = which('wget')
 const QEMU_IMG = which('qemu-img')
 const QEMU_IO = which('qemu-io')
 const CLIENT_TIMEOUT_MS = 90_000
+/** A healthy convert of the 8 MiB image takes well under a second here. */
+const QEMU_CONVERT_TIMEOUT_MS = 30_000
 
 const missing = (name: string, path: string | null) => (path ? false : `${name} is not installed (Debian package: ${name === 'aria2c' ? 'aria2' : name === 'qemu-img' ? 'qemu-utils' : name})`)
 
@@ -259,7 +261,15 @@ t.test('qemu-img reads a raw disk image through its http driver', { skip: QEMU_S
   t.equal(parsed['virtual-size'], size, 'qemu-img info: virtual-size 8 MiB')
   t.equal(parsed.format, 'raw', 'qemu-img info: format raw')
 
-  const converted = await run(QEMU_IMG!, ['convert', '-f', 'raw', '-O', 'raw', source, join(work, 'out.raw')], { timeoutMs: CLIENT_TIMEOUT_MS })
+  const convert = () => run(QEMU_IMG!, ['convert', '-f', 'raw', '-O', 'raw', source, join(work, 'out.raw')], { timeoutMs: QEMU_CONVERT_TIMEOUT_MS })
+  let converted = await convert()
+  // qemu-img convert over its curl driver hangs now and then (about 1 run in 30 here) with every reply sent to its
+  // last byte (seen server-side): one more try then, and the replies of the hung run are listed.
+  const qemuReads = () => dataRequests(seen).filter((r) => r.method !== 'PUT')
+  if (converted.timedOut && qemuReads().every((r) => !r.unfinished)) {
+    t.comment(`qemu-img convert hung with every reply sent whole; trying once more. Its requests:\n${describeRequests(qemuReads())}`)
+    converted = await convert()
+  }
   t.equal(converted.code, 0, `qemu-img convert exits 0 (${converted.stderr.trim()})`)
   t.ok((await readFile(join(work, 'out.raw'))).equals(bytes), 'qemu-img convert over http yields the image byte for byte')
 
@@ -280,6 +290,7 @@ t.test('qemu-img reads a raw disk image through its http driver', { skip: QEMU_S
   t.ok(heads.length >= 1, `qemu sent HEAD (${heads.length})`)
   t.ok(heads.every((r) => r.status === 200 && r.replyHeaders['accept-ranges'] === 'bytes'), 'each HEAD was answered 200 with Accept-Ranges: bytes')
   t.ok(gets.length >= 1 && gets.every((r) => /^bytes=\d+-\d+$/.test(String(r.headers.range)) && r.status === 206), `qemu's GETs were all ranged and answered 206 (${gets.length})`)
-  t.comment(`qemu-img/qemu-io sent ${qemu.length} requests, e.g.:\n${describeRequests(qemu.slice(0, 6))}`)
+  // Every request when one failed (a qemu-img that hangs: whether a reply stalled on the server's side shows here).
+  t.comment(`qemu-img/qemu-io sent ${qemu.length} requests${t.passing() ? ', e.g.' : ''}:\n${describeRequests(t.passing() ? qemu.slice(0, 6) : qemu)}`)
   await assertConverged(t, app, 'v', files, bytes, 'after the qemu reads')
 })
