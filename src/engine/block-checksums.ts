@@ -75,6 +75,8 @@ interface Hold {
   readonly first: number
   readonly end: number
   readonly done: Promise<void>
+  /** Taken: no earlier hold overlaps it any more. Until then it has written nothing, so no read need heed it. */
+  granted: boolean
   release(): void
 }
 
@@ -318,7 +320,7 @@ export class BlockChecksums {
   changedSince(ticket: ReadTicket, start: number, end: number): boolean {
     const first = Math.floor(start / BLOCK_BYTES)
     const last = Math.ceil(end / BLOCK_BYTES)
-    for (const h of this.holds) if (h.kind === 'write' && h.first < last && first < h.end) return true
+    for (const h of this.holds) if (h.kind === 'write' && h.granted && h.first < last && first < h.end) return true
     if (this.seq - ticket.seq <= RECENT) {
       for (let seq = this.seq; seq > ticket.seq; seq--) {
         const i = seq % RECENT
@@ -878,6 +880,7 @@ export class BlockChecksums {
       first,
       end: last,
       done,
+      granted: false,
       release: () => {
         const i = this.holds.indexOf(hold)
         if (i >= 0) this.holds.splice(i, 1)
@@ -886,6 +889,7 @@ export class BlockChecksums {
     }
     this.holds.push(hold)
     if (earlier.length > 0) await Promise.all(earlier)
+    hold.granted = true
     return hold
   }
 

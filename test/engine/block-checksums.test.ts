@@ -232,6 +232,25 @@ t.test('exclusive holds writes off its range; cover fills only uncovered regions
   t.equal(store.covered(2 * MiB, 3 * MiB), false, 'part of a region does not cover it')
 })
 
+t.test('a write still waiting for its blocks has changed nothing: a repair under an exclusive hold is not vetoed by it', async (t) => {
+  const { disk, store } = await setup(t)
+  await write(store, disk, 0, randomBytes(MiB))
+  let waiting!: Promise<void>
+  const seen = await store.exclusive(0, BLOCK_BYTES, async () => {
+    const ticket = store.beginRead(0, BLOCK_BYTES)
+    // A client write of the same block arrives during the repair: it waits for the hold.
+    waiting = store.beginWrite(100, 200).then((held) => store.endWrite(held, Buffer.alloc(100), async (b, at) => disk.bytes.copy(b, 0, at, at + b.length)))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    return { changed: store.changedSince(ticket, 0, BLOCK_BYTES), bad: store.mismatches(ticket, 0, disk.bytes.subarray(0, BLOCK_BYTES)) }
+  })
+  t.same(seen, { changed: false, bad: [] }, 'the queued write is no change')
+  await waiting
+  const ticket = store.beginRead(0, BLOCK_BYTES)
+  const during = await store.beginWrite(0, 10)
+  t.equal(store.changedSince(ticket, 0, BLOCK_BYTES), true, 'once it holds the block, it is')
+  await store.endWrite(during, Buffer.alloc(10), null)
+})
+
 t.test('property: random overlapping writes landing in random order leave every checksum the CRC of the final bytes', async (t) => {
   const dir = t.testdir()
   await fc.assert(
