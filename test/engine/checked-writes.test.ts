@@ -28,7 +28,8 @@ t.test('a checked write that fails its check changes nothing; one that passes is
   const { app, dataDir } = await makeApp(t)
   await createVolume(t, app, 'v', [{ id: 'fast', path: 'fast.bin' }, { id: 'slow', path: 'slow.bin', mode: 'async' }])
   const old = pattern(600_000, 1)
-  t.equal((await putData(app, 'v', old)).statusCode, 200)
+  // 200 once slow (async) holds it too, 202 when the reply came first (a loaded machine): in sync either way below.
+  t.ok([200, 202].includes((await putData(app, 'v', old)).statusCode))
   await waitInSync(app, 'v')
   const volume = app.volumes.get('v')!
   const body = pattern(300_000, 2)

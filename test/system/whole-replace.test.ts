@@ -38,7 +38,8 @@ t.test('readers see the old content until a whole replace is done; an aborted on
   const { app, dataDir } = await makeApp(t)
   await createVolume(t, app, 'v', [{ id: 'fast', path: 'fast.bin' }, { id: 'slow', path: 'slow.bin', mode: 'async' }])
   const old = pattern(2 * MiB, 1)
-  t.equal((await putData(app, 'v', old)).statusCode, 200)
+  // 200 once slow (async) holds it too, 202 when the reply came first (a loaded machine): in sync either way below.
+  t.ok([200, 202].includes((await putData(app, 'v', old)).statusCode))
   await waitInSync(app, 'v')
   const base = await listen(t, app)
 
