@@ -9,6 +9,7 @@
  * BENCH_PEER_LOGS=0 turns access logs off for every peer, BENCH_LOG_LEVEL (info) for filemirror,
  * BENCH_SERVER (path of a compiled server.js), BENCH_RESULTS (where to write RESULTS.md; "-" for nowhere).
  */
+import { execFileSync } from 'node:child_process'
 import { randomBytes, randomInt } from 'node:crypto'
 import { chmodSync, closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -277,8 +278,8 @@ interface ChecksumCost {
 
 /**
  * The same build with block checksums on and off, one load at a time, CHECKSUM_ROUNDS rounds of the two side by side
- * (order alternating): a round's pair shares whatever else loads the cores, so the median of the pairs' ratios is
- * the cost, steadier than two rounds of the main table.
+ * (order alternating, each run after a `sync`): a round's pair shares whatever else loads the cores, so the median
+ * of the pairs' ratios is the cost, steadier than two rounds of the main table.
  */
 async function checksumCost(loads: Array<[string, string, Load]>): Promise<ChecksumCost[]> {
   const onFile = join(dataDir, 'fm-cs-on.img')
@@ -298,7 +299,11 @@ async function checksumCost(loads: Array<[string, string, Load]>): Promise<Check
     if (WARMUP > 0) for (const [s] of pair) await runWrk(`${s.base}${FM_PATH}`, luaScript(luaDir, load, FM_PATH), load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
     const ratios: number[] = []
     for (let round = 1; round <= CHECKSUM_ROUNDS; round++) {
-      for (const [s, list] of round % 2 === 1 ? pair : [...pair].reverse()) list.push(await measure({ server: s, column: s.name, path: FM_PATH }, load, round))
+      for (const [s, list] of round % 2 === 1 ? pair : [...pair].reverse()) {
+        // Each run starts with no dirty pages: otherwise a PUT run pays for the writeback of the run before it.
+        execFileSync('sync')
+        list.push(await measure({ server: s, column: s.name, path: FM_PATH }, load, round))
+      }
       ratios.push(pair[0][1][round - 1].cpuUsPerRequest / pair[1][1][round - 1].cpuUsPerRequest)
     }
     const cost = { key, label, on: pair[0][1], off: pair[1][1], ratio: median(ratios) }
