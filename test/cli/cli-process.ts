@@ -34,8 +34,9 @@ export function startCli(args: string[], env: Record<string, string> = {}, optio
 
 /** Runs the CLI under a pseudo-terminal (script -qfc): its stdout is a TTY, as a person's terminal. */
 export function startCliInPty(args: string[], env: Record<string, string> = {}): CliRun {
-  const command = [process.execPath, CLI_ENTRY, ...args].map(shellQuote).join(' ')
-  const child = spawn('script', ['-qfec', command, '/dev/null'], { env: { ...process.env, TERM: 'xterm', COLUMNS: '120', LINES: '40', ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  // exec: with no shell between script(1) and the CLI, a Ctrl-C reaches only the CLI (dash, as $SHELL, dies of it: exit 130).
+  const command = ['exec', ...[process.execPath, CLI_ENTRY, ...args].map(shellQuote)].join(' ')
+  const child = spawn('script', ['-qfec', command, '/dev/null'], { env: { ...process.env, SHELL: '/bin/sh', TERM: 'xterm', COLUMNS: '120', LINES: '40', ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
   return watch(child)
 }
 
