@@ -6,8 +6,9 @@
  * Usage: node dist/bench/ab.js <get4k|get1m|put4k|put1m|put4k-mirror> <variant>...
  *   variant: label=/path/to/dist/src/server.js[,ENV=value...][,NODE_ARGS=flags][,CHECKSUMS=false]   e.g. base=dist/src/server.js quiet=dist/src/server.js,LOG_LEVEL=warn
  * BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_FILE_MIB (256), BENCH_KEEP=1 (keep the work directory and the servers' logs),
- * BENCH_FM_NODE_ARGS (node flags for every variant, e.g. --trace-gc).
+ * BENCH_FM_NODE_ARGS (node flags for every variant, e.g. --trace-gc), BENCH_SYNC=1 (`sync` before each run, as the checksums section of run.ts does).
  */
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -64,6 +65,7 @@ try {
   for (const v of variants) await runWrk(`${v.server.base}${path}`, script, load, { seconds: 2 })
   for (let round = 0; round < ROUNDS; round++) {
     for (const v of round % 2 === 0 ? variants : [...variants].reverse()) {
+      if (process.env.BENCH_SYNC) execFileSync('sync')
       const before = cpuSplit(v.server.pid)
       const r = await runWrk(`${v.server.base}${path}`, script, load, { seconds: SECONDS })
       const after = cpuSplit(v.server.pid)

@@ -5,7 +5,7 @@
  *
  * Environment: BENCH_SECONDS (5) per measured run, BENCH_ROUNDS (2), BENCH_WARMUP (2) seconds,
  * BENCH_FILE_MIB (256), BENCH_STREAM_MIB (1024), BENCH_GROUPS (100000), BENCH_BIG_GIB (4),
- * BENCH_ONLY (comma list of main,mirror,checksums,flat,stream), BENCH_CHECKSUM_ROUNDS (8), BENCH_KEEP=1 keeps the work directory,
+ * BENCH_ONLY (comma list of main,mirror,checksums,flat,stream), BENCH_CHECKSUM_ROUNDS (8), BENCH_CHECKSUM_LOADS (get4k,put4k,get1m,put1m), BENCH_KEEP=1 keeps the work directory,
  * BENCH_PEER_LOGS=0 turns access logs off for every peer, BENCH_LOG_LEVEL (info) for filemirror,
  * BENCH_SERVER (path of a compiled server.js), BENCH_RESULTS (where to write RESULTS.md; "-" for nowhere).
  */
@@ -29,6 +29,7 @@ const STREAM_BYTES = Number(env.BENCH_STREAM_MIB ?? 1024) * (1 << 20)
 const GROUPS = Number(env.BENCH_GROUPS ?? 100_000)
 const BIG_SIZE = Number(env.BENCH_BIG_GIB ?? 4) * (1 << 30)
 const CHECKSUM_ROUNDS = Number(env.BENCH_CHECKSUM_ROUNDS ?? 8)
+const CHECKSUM_LOADS = env.BENCH_CHECKSUM_LOADS ? new Set(env.BENCH_CHECKSUM_LOADS.split(',').map((s) => s.trim())) : undefined
 const ONLY = new Set((env.BENCH_ONLY ?? 'main,mirror,checksums,flat,stream').split(',').map((s) => s.trim()))
 const MIRROR_RATE = 8 << 20
 const KiB4 = 4096
@@ -605,12 +606,13 @@ async function main(): Promise<void> {
       await stop(fm)
     }
     if (ONLY.has('checksums')) {
-      costs = await checksumCost([
+      const costLoads: Array<[string, string, Load]> = [
         ['get4k', 'GET random 4 KiB', get4k],
         ['put4k', 'PUT random 4 KiB', put4k],
         ['get1m', 'GET random 1 MiB', get1m],
         ['put1m', 'PUT random 1 MiB', put1m],
-      ])
+      ]
+      costs = await checksumCost(costLoads.filter(([key]) => !CHECKSUM_LOADS || CHECKSUM_LOADS.has(key)))
     }
     if (ONLY.has('flat')) flatResult = await flat()
     if (ONLY.has('stream')) stream = await streaming()
