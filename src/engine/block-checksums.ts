@@ -41,6 +41,9 @@ const COVER_RETRY_MS = 1_000
 const COVER_TRIES = 2
 /** How many of the latest changes changedSince() knows block by block; a read older than that is judged by region. */
 const RECENT = 1024
+/** precompute's arrays of one body chunk's blocks (256 KiB) are pooled, this many at most. */
+const POOLED_SUMS = 64
+const POOL_SIZE = 32
 
 /** The CRC-32C of a block of zeros: every block past the volume's size. */
 export const ZERO_BLOCK_CRC = checksum(Buffer.alloc(BLOCK_BYTES))
@@ -78,6 +81,34 @@ interface Hold {
   /** Taken: no earlier hold overlaps it any more. Until then it has written nothing, so no read need heed it. */
   granted: boolean
   release(): void
+}
+
+/** A hold in the store's list; its promise is made only when a later hold waits for it. */
+class BlockHold implements Hold {
+  granted = false
+  private released = false
+  private waiting: Promise<void> | undefined
+  private wake: (() => void) | undefined
+
+  constructor(
+    readonly kind: Hold['kind'],
+    readonly first: number,
+    readonly end: number,
+    private readonly list: Hold[],
+  ) {}
+
+  get done(): Promise<void> {
+    if (!this.waiting) this.waiting = this.released ? Promise.resolve() : new Promise<void>((resolve) => (this.wake = resolve))
+    return this.waiting
+  }
+
+  release(): void {
+    if (this.released) return
+    this.released = true
+    const i = this.list.indexOf(this)
+    if (i >= 0) this.list.splice(i, 1)
+    this.wake?.()
+  }
 }
 
 /** A client write of [start, end) holding its blocks, with the volume's size when it took them. */
@@ -196,6 +227,7 @@ export class BlockChecksums {
   private readonly dirty = new Set<number>()
   private capacityRegions: number
   private readonly holds: Hold[] = []
+  private readonly pooledSums: Uint32Array[] = []
   private io: Promise<unknown> = Promise.resolve()
   private bitmapQueued: Promise<void> | undefined
   private timer: NodeJS.Timeout | undefined
@@ -394,21 +426,31 @@ export class BlockChecksums {
    * its regions in flux (written to the file, synced with fsync durability, when one was not already) before the
    * caller sends any byte. Every beginWrite is followed by endWrite.
    */
-  async beginWrite(start: number, end: number): Promise<WriteHold> {
+  beginWrite(start: number, end: number): WriteHold | Promise<WriteHold> {
     this.ensureRegions(regionsOf(end))
-    const hold = await this.take('write', start, end)
-    const sizeBefore = this.host.size()
-    try {
-      const now = performance.now()
-      for (let r = Math.floor(start / REGION_BYTES); r < regionsOf(end); r++) {
-        this.epoch[r]++
-        this.writtenAt[r] = now
-      }
-      await this.intend(Math.floor(start / REGION_BYTES), regionsOf(end))
-    } catch (err) {
-      this.fail(err)
+    // No promise when no earlier hold overlaps and its regions are already in flux in the file (a write's common case).
+    const taking = this.take('write', start, end)
+    return taking instanceof Promise ? taking.then((hold) => this.writeHeld(start, end, hold)) : this.writeHeld(start, end, taking)
+  }
+
+  /** A write's blocks held: its regions move on, and are in flux in the file before it goes on (I/O only when one is not yet). */
+  private writeHeld(start: number, end: number, hold: Hold): WriteHold | Promise<WriteHold> {
+    const held: WriteHold = { start, end, sizeBefore: this.host.size(), hold }
+    const first = Math.floor(start / REGION_BYTES)
+    const last = regionsOf(end)
+    const now = performance.now()
+    for (let r = first; r < last; r++) {
+      this.epoch[r]++
+      this.writtenAt[r] = now
     }
-    return { start, end, sizeBefore, hold }
+    if (this.broken || this.inFlux(first, last)) return held
+    return this.intend(first, last).then(
+      () => held,
+      (err) => {
+        this.fail(err)
+        return held
+      },
+    )
   }
 
   /** A write refused before any byte of it went out: its blocks are released, their checksums as they were. */
@@ -421,11 +463,17 @@ export class BlockChecksums {
    * whose copy verifies, so the block's new checksum is of them with the write laid over (landed), never of a copy
    * with rot outside the write. A block no copy of verifies is left to the read-back after the write.
    */
-  async captureEdges(held: WriteHold, read: OldBlockReader): Promise<void> {
-    if (this.broken || this.closed) return
+  captureEdges(held: WriteHold, read: OldBlockReader): Promise<void> | undefined {
+    if (this.broken || this.closed) return undefined
     const { start, end, sizeBefore } = held
-    for (const k of edgeBlocks(start, end)) {
-      if (!needsOld(k, start, end, sizeBefore)) continue
+    const edges = start % BLOCK_BYTES === 0 && end % BLOCK_BYTES === 0 ? [] : edgeBlocks(start, end).filter((k) => needsOld(k, start, end, sizeBefore))
+    // Block-aligned, or every edge past the volume's end: nothing to read (and no promise).
+    return edges.length === 0 ? undefined : this.captureEdgeBlocks(held, edges, read)
+  }
+
+  private async captureEdgeBlocks(held: WriteHold, edges: number[], read: OldBlockReader): Promise<void> {
+    const { sizeBefore } = held
+    for (const k of edges) {
       const blockStart = k * BLOCK_BYTES
       const block = Buffer.alloc(BLOCK_BYTES)
       const expected = k >> 8 < this.regions && !this.uncovered[k >> 8] ? this.sumOf(k) : undefined
@@ -443,22 +491,36 @@ export class BlockChecksums {
    * blocks are released. With no replica that took it (`readBack` null) its regions are uncovered until coverage
    * reads them from the truth.
    */
-  async endWrite(held: WriteHold, chunk: Buffer, readBack: ReadBack | null, repair?: EdgeRepair): Promise<void> {
-    const { start, end } = held
+  endWrite(held: WriteHold, chunk: Buffer, readBack: ReadBack | null, repair?: EdgeRepair): Promise<void> | undefined {
+    let landing: Promise<void> | undefined
     try {
-      if (!this.broken && !this.closed) {
-        if (readBack) {
-          await this.landed(held, chunk, readBack)
-          if (repair && held.rotten) {
-            const limit = Math.max(held.sizeBefore, end)
-            for (const [k, { replicas, from }] of held.rotten) await repair(replicas, held.bases!.get(k)!.subarray(0, Math.min(BLOCK_BYTES, limit - k * BLOCK_BYTES)), k * BLOCK_BYTES, from)
-          }
-        } else this.uncover(start, end)
+      if (this.broken || this.closed) landing = undefined
+      else if (!readBack) this.uncover(held.start, held.end)
+      else {
+        landing = this.landed(held, chunk, readBack)
+        if (repair && held.rotten) landing = landing ? landing.then(() => this.repairRotten(held, repair)) : this.repairRotten(held, repair)
       }
-    } finally {
-      this.stampRange(start, end)
-      held.hold.release()
+    } catch (err) {
+      this.writeDone(held)
+      throw err
     }
+    // A promise only when an edge block is read back or repaired.
+    if (!landing) return this.writeDone(held)
+    return landing.finally(() => this.writeDone(held))
+  }
+
+  private async repairRotten(held: WriteHold, repair: EdgeRepair): Promise<void> {
+    const limit = Math.max(held.sizeBefore, held.end)
+    for (const [k, { replicas, from }] of held.rotten!) await repair(replicas, held.bases!.get(k)!.subarray(0, Math.min(BLOCK_BYTES, limit - k * BLOCK_BYTES)), k * BLOCK_BYTES, from)
+  }
+
+  /** A write's blocks released, stamped for the reads that overlapped it; its precomputed sums' array back to the pool. */
+  private writeDone(held: WriteHold): undefined {
+    this.stampRange(held.start, held.end)
+    held.hold.release()
+    if (held.full?.length === POOLED_SUMS && this.pooledSums.length < POOL_SIZE) this.pooledSums.push(held.full)
+    held.full = undefined
+    return undefined
   }
 
   /**
@@ -469,15 +531,21 @@ export class BlockChecksums {
     const fullFirst = Math.ceil(held.start / BLOCK_BYTES)
     const fullEnd = Math.floor(held.end / BLOCK_BYTES)
     if (fullEnd <= fullFirst) return
-    held.full = new Uint32Array(fullEnd - fullFirst)
-    blockChecksums(chunk.subarray(fullFirst * BLOCK_BYTES - held.start, fullEnd * BLOCK_BYTES - held.start), BLOCK_BYTES, held.full, 0)
+    const blocks = fullEnd - fullFirst
+    // Arrays of a body chunk's size are reused (a new typed array per chunk is an allocation outside the heap).
+    held.full = blocks <= POOLED_SUMS ? (this.pooledSums.pop() ?? new Uint32Array(POOLED_SUMS)) : new Uint32Array(blocks)
+    const from = fullFirst * BLOCK_BYTES - held.start
+    const to = fullEnd * BLOCK_BYTES - held.start
+    blockChecksums(from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to), BLOCK_BYTES, held.full, 0)
   }
 
-  private async landed({ start, end, sizeBefore, full, bases }: WriteHold, chunk: Buffer, readBack: ReadBack): Promise<void> {
+  /** Sets a landed write's checksums; a promise only when an edge block must be read back from the replica. */
+  private landed(held: WriteHold, chunk: Buffer, readBack: ReadBack): Promise<void> | undefined {
+    const { start, end, sizeBefore, full, bases } = held
     this.ensureRegions(regionsOf(end))
     const fullFirst = Math.ceil(start / BLOCK_BYTES)
     const fullEnd = Math.floor(end / BLOCK_BYTES)
-    if (full) this.sums.set(full, fullFirst)
+    if (full) for (let i = 0; i < fullEnd - fullFirst; i++) this.sums[fullFirst + i] = full[i]
     else if (fullEnd > fullFirst) blockChecksums(chunk.subarray(fullFirst * BLOCK_BYTES - start, fullEnd * BLOCK_BYTES - start), BLOCK_BYTES, this.sums, fullFirst)
     // Edge blocks whose verified old bytes were captured: those bytes with the write laid over them.
     for (const [k, block] of bases ?? []) {
@@ -485,11 +553,21 @@ export class BlockChecksums {
       chunk.copy(block, from - k * BLOCK_BYTES, from - start, Math.min(end, (k + 1) * BLOCK_BYTES) - start)
       this.sums[k] = checksum(block)
     }
-    const edges = edgeBlocks(start, end).filter((k) => !bases?.has(k))
+    const edges = start % BLOCK_BYTES === 0 && end % BLOCK_BYTES === 0 ? [] : edgeBlocks(start, end).filter((k) => !bases?.has(k))
+    const reads = edges.filter((k) => needsOld(k, start, end, sizeBefore))
+    if (reads.length === 0) {
+      // Edge blocks past the size it found: the write's bytes and zeros.
+      for (const k of edges) this.sums[k] = checksum(blockOfWrite(k, chunk, start, end))
+      this.changedRegions(start, end)
+      return undefined
+    }
+    return this.landedReading(held, chunk, readBack, edges, reads)
+  }
+
+  private async landedReading({ start, end, sizeBefore }: WriteHold, chunk: Buffer, readBack: ReadBack, edges: number[], reads: number[]): Promise<void> {
     // Bytes of an edge block outside the write are zeros past the size it found (no other write holds the block).
     const limit = Math.max(sizeBefore, end)
     const needsRead = (k: number) => needsOld(k, start, end, sizeBefore)
-    const reads = edges.filter(needsRead)
     // Two edge blocks side by side (a small unaligned write) are read back in one read.
     const spanFirst = reads.length > 0 ? reads[0] : 0
     const spanBlocks = reads.length === 0 ? 0 : reads.at(-1)! - spanFirst + 1
@@ -508,11 +586,8 @@ export class BlockChecksums {
     for (const k of edges) {
       const blockStart = k * BLOCK_BYTES
       let block: Buffer
-      if (!needsRead(k)) {
-        block = Buffer.alloc(BLOCK_BYTES)
-        const from = Math.max(start, blockStart)
-        chunk.copy(block, from - blockStart, from - start, Math.min(end, blockStart + BLOCK_BYTES) - start)
-      } else if (spanBlocks <= 2) {
+      if (!needsRead(k)) block = blockOfWrite(k, chunk, start, end)
+      else if (spanBlocks <= 2) {
         if (!span) continue
         block = span.subarray((k - spanFirst) * BLOCK_BYTES, (k - spanFirst + 1) * BLOCK_BYTES)
       } else {
@@ -526,6 +601,10 @@ export class BlockChecksums {
       }
       this.sums[k] = checksum(block)
     }
+    this.changedRegions(start, end)
+  }
+
+  private changedRegions(start: number, end: number): void {
     for (let r = Math.floor(start / REGION_BYTES); r < regionsOf(end); r++) this.changed(r)
   }
 
@@ -868,29 +947,29 @@ export class BlockChecksums {
   }
 
   /** Waits for earlier holds overlapping [start, end)'s blocks (first come, first served), then holds them. */
-  private async take(kind: Hold['kind'], start: number, end: number): Promise<Hold> {
+  private take(kind: Hold['kind'], start: number, end: number): Hold | Promise<Hold> {
     const first = Math.floor(start / BLOCK_BYTES)
     const last = Math.max(Math.ceil(end / BLOCK_BYTES), first + 1)
-    const earlier: Array<Promise<void>> = []
-    for (const h of this.holds) if (h.first < last && first < h.end) earlier.push(h.done)
-    let release!: () => void
-    const done = new Promise<void>((resolve) => (release = resolve))
-    const hold: Hold = {
-      kind,
-      first,
-      end: last,
-      done,
-      granted: false,
-      release: () => {
-        const i = this.holds.indexOf(hold)
-        if (i >= 0) this.holds.splice(i, 1)
-        release()
-      },
-    }
+    let earlier: Array<Promise<void>> | undefined
+    for (const h of this.holds) if (h.first < last && first < h.end) (earlier ??= []).push(h.done)
+    const hold = new BlockHold(kind, first, last, this.holds)
     this.holds.push(hold)
-    if (earlier.length > 0) await Promise.all(earlier)
-    hold.granted = true
-    return hold
+    // Granted at once when nothing overlaps it (no promise).
+    if (!earlier) {
+      hold.granted = true
+      return hold
+    }
+    return Promise.all(earlier).then(() => {
+      hold.granted = true
+      return hold
+    })
+  }
+
+  /** Whether regions [first, end) are all in flux in the file already (a write there needs no I/O first). */
+  private inFlux(first: number, end: number): boolean {
+    if (end > this.capacityRegions) return false
+    for (let r = first; r < end; r++) if (!getBit(this.flux, r) || !getBit(this.durable, r)) return false
+    return true
   }
 
   private held(region: number): boolean {
@@ -995,6 +1074,14 @@ function edgeBlocks(start: number, end: number): number[] {
 /** Whether edge block `k` of a write of [start, end) keeps bytes the write does not change (bytes the volume had). */
 function needsOld(k: number, start: number, end: number, sizeBefore: number): boolean {
   return (k * BLOCK_BYTES < start && k * BLOCK_BYTES < sizeBefore) || (end < (k + 1) * BLOCK_BYTES && end < sizeBefore)
+}
+
+/** Edge block `k` of a write of [start, end) when it keeps no old bytes: the write's bytes, zeros around them. */
+function blockOfWrite(k: number, chunk: Buffer, start: number, end: number): Buffer {
+  const block = Buffer.alloc(BLOCK_BYTES)
+  const from = Math.max(start, k * BLOCK_BYTES)
+  chunk.copy(block, from - k * BLOCK_BYTES, from - start, Math.min(end, (k + 1) * BLOCK_BYTES) - start)
+  return block
 }
 
 function judgeable(data: Buffer, offset: number, size: number): Buffer {

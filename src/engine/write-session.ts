@@ -160,15 +160,20 @@ export class WriteSession {
     const sums = this.volume.checksums
     let held: WriteHold | undefined
     try {
-      held = sums ? await sums.beginWrite(start, end) : undefined
-      // Edge blocks' old bytes, verified, before any byte goes out: their new checksums never bless rot beside the write.
-      if (held) await sums!.captureEdges(held, this.readOld)
+      if (sums) {
+        // Awaited only when they return a promise (a write waiting for another, an edge block to read): no turn lost otherwise.
+        const taking = sums.beginWrite(start, end)
+        held = taking instanceof Promise ? await taking : taking
+        // Edge blocks' old bytes, verified, before any byte goes out: their new checksums never bless rot beside the write.
+        const capturing = sums.captureEdges(held, this.readOld)
+        if (capturing) await capturing
+      }
     } catch (err) {
       if (held) sums!.cancelWrite(held)
       this.volume.leaveChunk()
       throw err
     }
-    const settle = (from: Replica | undefined) => (held ? sums!.endWrite(held, chunk, from ? readBackFrom(from) : null, this.repairEdge) : Promise.resolve())
+    const settle = (from: Replica | undefined) => (held ? sums!.endWrite(held, chunk, from ? readBackFrom(from) : null, this.repairEdge) : undefined)
     // A write past the end changes the zeros before it too.
     this.volume.noteWrite(Math.min(start, this.volume.size), end)
     // Held until the bookkeeping below is done and, buffered, until its lanes have written it too.
@@ -189,7 +194,8 @@ export class WriteSession {
           if (held) sums!.precompute(held, chunk)
           from = await writing
         } finally {
-          await settle(from)
+          const settling = settle(from)
+          if (settling) await settling
         }
       }
       for (const r of this.behind) {
@@ -268,7 +274,7 @@ export class WriteSession {
   }
 
   /** Queues the chunk in every live laned replica's lane; resolves once queued, waiting while a lane's bounded queue is full. */
-  private async queueBuffered(chunk: Buffer, start: number, landed: () => void, settle: (from: Replica | undefined) => Promise<void>): Promise<void> {
+  private async queueBuffered(chunk: Buffer, start: number, landed: () => void, settle: (from: Replica | undefined) => Promise<void> | undefined): Promise<void> {
     const live = this.laned.filter((r) => !r.failed)
     const took: Replica[] = []
     for (const r of this.laned) if (r.failed) r.markPending(start, start + chunk.length)

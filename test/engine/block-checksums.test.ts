@@ -213,7 +213,7 @@ t.test('exclusive holds writes off its range; cover fills only uncovered regions
     await new Promise((resolve) => setTimeout(resolve, 30))
     order.push('repair')
   })
-  const writing = store.beginWrite(100, 200).then(async (held) => {
+  const writing = Promise.resolve(store.beginWrite(100, 200)).then(async (held) => {
     order.push('write')
     landed = true
     await store.endWrite(held, Buffer.alloc(100), null)
@@ -239,7 +239,7 @@ t.test('a write still waiting for its blocks has changed nothing: a repair under
   const seen = await store.exclusive(0, BLOCK_BYTES, async () => {
     const ticket = store.beginRead(0, BLOCK_BYTES)
     // A client write of the same block arrives during the repair: it waits for the hold.
-    waiting = store.beginWrite(100, 200).then((held) => store.endWrite(held, Buffer.alloc(100), async (b, at) => disk.bytes.copy(b, 0, at, at + b.length)))
+    waiting = Promise.resolve(store.beginWrite(100, 200)).then((held) => store.endWrite(held, Buffer.alloc(100), async (b, at) => disk.bytes.copy(b, 0, at, at + b.length)))
     await new Promise((resolve) => setTimeout(resolve, 10))
     return { changed: store.changedSince(ticket, 0, BLOCK_BYTES), bad: store.mismatches(ticket, 0, disk.bytes.subarray(0, BLOCK_BYTES)) }
   })
@@ -353,4 +353,35 @@ t.test('the flusher clears a region only once no write has touched it for quietM
   t.equal(reopened.covered(0, 2 * MiB), true, 'and the next open trusts it')
   t.same(wrongBlocks(reopened, disk.bytes), [])
   await reopened.close()
+})
+
+t.test("a block-aligned write no other holds against, into regions already in flux, takes no promise; precomputed sums land right", async (t) => {
+  const { disk, store } = await setup(t)
+  await write(store, disk, 0, randomBytes(MiB))
+  const data = randomBytes(256 << 10)
+  const held = store.beginWrite(64 << 10, (64 << 10) + data.length)
+  t.notOk(held instanceof Promise, 'held at once: the region is in flux and nothing overlaps')
+  const overlapping = store.beginWrite(100 << 10, 200 << 10)
+  t.ok(overlapping instanceof Promise, 'an overlapping write waits')
+  const first = held as Exclude<typeof held, Promise<unknown>>
+  t.equal(store.captureEdges(first, async () => ({ from: null, refused: [] })), undefined, 'aligned: no edge block to read')
+  store.precompute(first, data)
+  disk.put(64 << 10, data)
+  t.equal(store.endWrite(first, data, async () => t.fail('nothing to read back') as never), undefined, 'landed without a promise')
+  const second = await overlapping
+  const more = randomBytes(100 << 10)
+  disk.put(100 << 10, more)
+  // Unaligned edges' bytes are read back: a promise, as before.
+  store.precompute(second, more)
+  await store.endWrite(second, more, async (buffer, at) => disk.bytes.copy(buffer, 0, at, at + buffer.length))
+  // A third write reuses a pooled array of the first: its sums are its own.
+  const third = randomBytes(256 << 10)
+  const h3 = await store.beginWrite(MiB, MiB + third.length)
+  store.precompute(h3, third)
+  disk.put(MiB, third)
+  await store.endWrite(h3, third, async (buffer, at) => disk.bytes.copy(buffer, 0, at, at + buffer.length))
+  t.same(wrongBlocks(store, disk.bytes), [], 'every checksum agrees with the bytes')
+  const region = store.beginWrite(3 * MiB, 3 * MiB + BLOCK_BYTES)
+  t.ok(region instanceof Promise, 'a region not yet in flux: its bit is written first')
+  await store.endWrite(await region, Buffer.alloc(BLOCK_BYTES), null)
 })
