@@ -266,6 +266,16 @@ export async function createVolume(server: Server, name: string, replicas: unkno
   return body
 }
 
+/** Deletes a volume (its files stay), once the writes a load left in flight have landed (409 until then). */
+export async function deleteVolume(server: Server, name: string, timeoutMs = 30_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; ; await new Promise((r) => setTimeout(r, 200))) {
+    const res = await fetch(`${server.base}/volumes/${name}`, { method: 'DELETE' })
+    if (res.status === 204) return
+    const text = await res.text()
+    if (res.status !== 409 || Date.now() > deadline) throw new Error(`deleting volume ${name}: ${res.status} ${text}`)
+  }
+}
+
 /** Waits until the volume's existing content is checksummed: the background pass would otherwise run during a measurement. */
 export async function checksummed(server: Server, name: string, timeoutMs = 300_000): Promise<void> {
   for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {

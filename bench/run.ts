@@ -5,7 +5,7 @@
  *
  * Environment: BENCH_SECONDS (5) per measured run, BENCH_ROUNDS (2), BENCH_WARMUP (2) seconds,
  * BENCH_FILE_MIB (256), BENCH_STREAM_MIB (1024), BENCH_GROUPS (100000), BENCH_BIG_GIB (4),
- * BENCH_ONLY (comma list of main,mirror,checksums,flat,stream), BENCH_CHECKSUM_ROUNDS (8), BENCH_CHECKSUM_LOADS (get4k,put4k,get1m,put1m), BENCH_KEEP=1 keeps the work directory,
+ * BENCH_ONLY (comma list of main,mirror,checksums,flat,stream), BENCH_CHECKSUM_ROUNDS (12), BENCH_CHECKSUM_LOADS (get4k,put4k,get1m,put1m), BENCH_KEEP=1 keeps the work directory,
  * BENCH_PEER_LOGS=0 turns access logs off for every peer, BENCH_LOG_LEVEL (info) for filemirror,
  * BENCH_SERVER (path of a compiled server.js), BENCH_RESULTS (where to write RESULTS.md; "-" for nowhere).
  */
@@ -16,7 +16,7 @@ import http from 'node:http'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyFloor, startFastifyStatic, startFilemirror, startMirroredFilemirror, startNginx, versions, type Server } from './peers.js'
+import { createVolume, deleteVolume, ensurePeers, projectRoot, startApache, startBareNode, startFastifyFloor, startFastifyStatic, startFilemirror, startMirroredFilemirror, startNginx, versions, type Server } from './peers.js'
 import { cpuSeconds, makeRandomFile, median, peakRssMiB, readFileAt, resetPeakRss } from './proc.js'
 import { luaScript, runWrk, type Load, type WrkResult } from './wrk.js'
 
@@ -28,7 +28,7 @@ const FILE_SIZE = Number(env.BENCH_FILE_MIB ?? 256) * (1 << 20)
 const STREAM_BYTES = Number(env.BENCH_STREAM_MIB ?? 1024) * (1 << 20)
 const GROUPS = Number(env.BENCH_GROUPS ?? 100_000)
 const BIG_SIZE = Number(env.BENCH_BIG_GIB ?? 4) * (1 << 30)
-const CHECKSUM_ROUNDS = Number(env.BENCH_CHECKSUM_ROUNDS ?? 8)
+const CHECKSUM_ROUNDS = Number(env.BENCH_CHECKSUM_ROUNDS ?? 12)
 const CHECKSUM_LOADS = env.BENCH_CHECKSUM_LOADS ? new Set(env.BENCH_CHECKSUM_LOADS.split(',').map((s) => s.trim())) : undefined
 const ONLY = new Set((env.BENCH_ONLY ?? 'main,mirror,checksums,flat,stream').split(',').map((s) => s.trim()))
 const MIRROR_RATE = 8 << 20
@@ -278,32 +278,43 @@ interface ChecksumCost {
 }
 
 /**
- * The same build with block checksums on and off, one load at a time, CHECKSUM_ROUNDS rounds of the two side by side
- * (order alternating, each run after a `sync`): a round's pair shares whatever else loads the cores, so the median
- * of the pairs' ratios is the cost, steadier than two rounds of the main table.
+ * Block checksums on and off in one service: two volumes, `on` (the default) and `off` (`checksums: false`), one load
+ * at a time, CHECKSUM_ROUNDS rounds of the two side by side, each run after a `sync`. One process serves both, so its
+ * JIT and GC luck are shared (two processes of one build differ by several percent), and the two volumes trade files
+ * every other round and go first in turn (a file's layout moves the cost of writing into it as much as the checksums
+ * do): the median of the pairs' ratios is the cost.
  */
 async function checksumCost(loads: Array<[string, string, Load]>): Promise<ChecksumCost[]> {
-  const onFile = join(dataDir, 'fm-cs-on.img')
-  const offFile = join(dataDir, 'fm-cs-off.img')
-  copyFileSync(benchFile, onFile)
-  copyFileSync(benchFile, offFile)
-  const on = await fmServer('filemirror', 'fm-cs-on')
-  const off = await fmServer('filemirror, checksums off', 'fm-cs-off')
-  await createVolume(on, 'bench', [{ id: 'main', path: onFile }])
-  await createVolume(off, 'bench', [{ id: 'main', path: offFile }], { checksums: false })
+  const files = [join(dataDir, 'fm-cs-a.img'), join(dataDir, 'fm-cs-b.img')]
+  for (const f of files) copyFileSync(benchFile, f)
+  const server = await fmServer('filemirror', 'fm-cs')
+  const on: Target = { server, column: 'filemirror', path: '/volumes/on/data' }
+  const off: Target = { server, column: 'filemirror, checksums off', path: '/volumes/off/data' }
+  let placed = -1
+  // `on` over files[swap], `off` over the other; recreated (and `on` checksummed anew) when they trade.
+  const place = async (swap: number) => {
+    if (placed === swap) return
+    if (placed >= 0) for (const name of ['on', 'off']) await deleteVolume(server, name)
+    await createVolume(server, 'on', [{ id: 'main', path: files[swap] }])
+    await createVolume(server, 'off', [{ id: 'main', path: files[1 - swap] }], { checksums: false })
+    placed = swap
+  }
   const out: ChecksumCost[] = []
   for (const [key, label, load] of loads) {
-    const pair: Array<[Server, Measured[]]> = [
+    const pair: Array<[Target, Measured[]]> = [
       [on, []],
       [off, []],
     ]
-    if (WARMUP > 0) for (const [s] of pair) await runWrk(`${s.base}${FM_PATH}`, luaScript(luaDir, load, FM_PATH), load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
+    await place(0)
+    if (WARMUP > 0) for (const [t] of pair) await runWrk(`${server.base}${t.path}`, luaScript(luaDir, load, t.path), load, { seconds: WARMUP, threads: THREADS, connections: CONNECTIONS })
     const ratios: number[] = []
     for (let round = 1; round <= CHECKSUM_ROUNDS; round++) {
-      for (const [s, list] of round % 2 === 1 ? pair : [...pair].reverse()) {
+      // Every four rounds, each volume on each file, going first and second.
+      await place(((round - 1) >> 1) & 1)
+      for (const [t, list] of round % 2 === 1 ? pair : [...pair].reverse()) {
         // Each run starts with no dirty pages: otherwise a PUT run pays for the writeback of the run before it.
         execFileSync('sync')
-        list.push(await measure({ server: s, column: s.name, path: FM_PATH }, load, round))
+        list.push(await measure(t, load, round))
       }
       ratios.push(pair[0][1][round - 1].cpuUsPerRequest / pair[1][1][round - 1].cpuUsPerRequest)
     }
@@ -311,10 +322,8 @@ async function checksumCost(loads: Array<[string, string, Load]>): Promise<Check
     out.push(cost)
     log(`checksums on / off, ${label}: ${cost.ratio.toFixed(3)}x CPU per request (median of ${CHECKSUM_ROUNDS} pairs: ${ratios.map((r) => r.toFixed(2)).join(' ')})`)
   }
-  await stop(on)
-  await stop(off)
-  rmSync(onFile, { force: true })
-  rmSync(offFile, { force: true })
+  await stop(server)
+  for (const f of files) rmSync(f, { force: true })
   return out
 }
 
