@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createVolume, startFilemirror, startMirroredFilemirror, type Server } from './peers.js'
 import { cpuSplit, makeRandomFile, median } from './proc.js'
-import { luaScript, namedLoads, runWrk } from './wrk.js'
+import { luaScript, namedLoads, runWrk, type WrkResult } from './wrk.js'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
@@ -36,10 +36,19 @@ mkdirSync(data)
 const file = join(data, 'bench.img')
 makeRandomFile(file, FILE_SIZE)
 
+type Run = { rps: number; p50: number; p99: number; cpuUs: number; sysUs: number }
+
+/** One run's figures: the server's CPU between `before` and `after`, per request wrk counted. */
+function runOf(r: WrkResult, before: { user: number; system: number }, after: { user: number; system: number }): Run {
+  const perRequest = (s: number) => (s / Math.max(1, r.requests)) * 1e6
+  const sysUs = perRequest(after.system - before.system)
+  return { rps: r.requestsPerSecond, p50: r.p50Ms, p99: r.p99Ms, cpuUs: perRequest(after.user - before.user) + sysUs, sysUs }
+}
+
 interface Variant {
   label: string
   server: Server
-  runs: Array<{ rps: number; p50: number; p99: number; cpuUs: number; sysUs: number }>
+  runs: Run[]
 }
 
 const variants: Variant[] = []
@@ -75,16 +84,8 @@ try {
     if (process.env.BENCH_SYNC) execFileSync('sync')
     const before = variants.map((v) => cpuSplit(v.server.pid))
     const results = await Promise.all(variants.map((v) => runWrk(`${v.server.base}${path}`, script, load, { seconds: SECONDS, threads: 1, connections: 16 })))
-    const row: number[] = []
-    variants.forEach((v, i) => {
-      const after = cpuSplit(v.server.pid)
-      const r = results[i]
-      const perRequest = (s: number) => (s / Math.max(1, r.requests)) * 1e6
-      const sysUs = perRequest(after.system - before[i].system)
-      const cpuUs = perRequest(after.user - before[i].user) + sysUs
-      v.runs.push({ rps: r.requestsPerSecond, p50: r.p50Ms, p99: r.p99Ms, cpuUs, sysUs })
-      row.push(cpuUs / variants[0].runs[round].cpuUs)
-    })
+    variants.forEach((v, i) => v.runs.push(runOf(results[i], before[i], cpuSplit(v.server.pid))))
+    const row = variants.map((v) => v.runs[round].cpuUs / variants[0].runs[round].cpuUs)
     perRound.push(row)
     console.error(`round ${round + 1}: ${variants.map((v, i) => `${v.label} ${Math.round(v.runs[round].rps)} req/s ${v.runs[round].cpuUs.toFixed(0)} µs (${row[i].toFixed(3)}x)`).join(', ')}`)
   }
@@ -93,11 +94,9 @@ try {
       if (process.env.BENCH_SYNC) execFileSync('sync')
       const before = cpuSplit(v.server.pid)
       const r = await runWrk(`${v.server.base}${path}`, script, load, { seconds: SECONDS })
-      const after = cpuSplit(v.server.pid)
-      const perRequest = (s: number) => (s / Math.max(1, r.requests)) * 1e6
-      const sysUs = perRequest(after.system - before.system)
-      const cpuUs = perRequest(after.user - before.user) + sysUs
-      v.runs.push({ rps: r.requestsPerSecond, p50: r.p50Ms, p99: r.p99Ms, cpuUs, sysUs })
+      const run = runOf(r, before, cpuSplit(v.server.pid))
+      const { cpuUs, sysUs } = run
+      v.runs.push(run)
       console.error(`${v.label} round ${round + 1}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, ${cpuUs.toFixed(0)} µs CPU/req (${sysUs.toFixed(0)} system)${r.badStatus + r.socketErrors ? `, ${r.badStatus + r.socketErrors} errors` : ''}`)
     }
   }

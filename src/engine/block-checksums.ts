@@ -466,7 +466,7 @@ export class BlockChecksums {
   captureEdges(held: WriteHold, read: OldBlockReader): Promise<void> | undefined {
     if (this.broken || this.closed) return undefined
     const { start, end, sizeBefore } = held
-    const edges = start % BLOCK_BYTES === 0 && end % BLOCK_BYTES === 0 ? [] : edgeBlocks(start, end).filter((k) => needsOld(k, start, end, sizeBefore))
+    const edges = edgeBlocks(start, end).filter((k) => needsOld(k, start, end, sizeBefore))
     // Block-aligned, or every edge past the volume's end: nothing to read (and no promise).
     return edges.length === 0 ? undefined : this.captureEdgeBlocks(held, edges, read)
   }
@@ -553,7 +553,7 @@ export class BlockChecksums {
       chunk.copy(block, from - k * BLOCK_BYTES, from - start, Math.min(end, (k + 1) * BLOCK_BYTES) - start)
       this.sums[k] = checksum(block)
     }
-    const edges = start % BLOCK_BYTES === 0 && end % BLOCK_BYTES === 0 ? [] : edgeBlocks(start, end).filter((k) => !bases?.has(k))
+    const edges = edgeBlocks(start, end).filter((k) => !bases?.has(k))
     const reads = edges.filter((k) => needsOld(k, start, end, sizeBefore))
     if (reads.length === 0) {
       // Edge blocks past the size it found: the write's bytes and zeros.
